@@ -1,0 +1,1 @@
+"""Fetching and parsing: source definitions, spiders, parsing, matching, identity and item pipelines."""

@@ -1,0 +1,64 @@
+"""The records that flow from parsers and spiders to the pipelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class Entry:
+    """One item as a parser found it in a feed, listing, sitemap, channel or API.
+
+    ``text`` is plain text (feed summary or full text; empty when the source
+    only gives a link); ``raw`` is the bytes it came from, kept for snapshots.
+    """
+
+    url: str
+    title: str = ""
+    text: str = ""
+    guid: str | None = None
+    published_at: datetime | None = None
+    language: str | None = None
+    full_text: bool = False
+
+
+@dataclass
+class ParseResult:
+    """What a parser made of one fetched body: entries plus routine problems as data."""
+
+    entries: list[Entry] = field(default_factory=list)
+    warning: str | None = None
+    error: str | None = None
+    ttl_seconds: float | None = None
+    next_page: str | None = None
+    follow: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Article:
+    """What was extracted from an article page."""
+
+    text: str = ""
+    title: str = ""
+    canonical_url: str | None = None
+    published_at: datetime | None = None
+
+
+@dataclass
+class ItemRecord:
+    """An item ready to store: the entry, enriched by the pipelines."""
+
+    source_id: str
+    url: str
+    canonical_url: str
+    title: str
+    text: str
+    guid: str | None = None
+    published_at: datetime | None = None
+    language: str | None = None
+    fetched_at: datetime | None = None
+    raw: bytes = b""
+    raw_url: str = ""
+    raw_headers: dict[str, str] = field(default_factory=dict)
+    raw_status: int = 200

@@ -1,0 +1,1 @@
+"""The daemon: configuration, scheduling, alerts, the command line and the HTTP server."""

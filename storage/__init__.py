@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, migrations, the write path and the read path."""
