@@ -1,0 +1,233 @@
+"""Configuration: ``newsmon.toml`` plus NEWSMON_* overrides, validated once into immutable
+objects. The only module that reads the environment or the configuration file."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from crawler.organisations import OrganisationSpec
+from crawler.sources import CrawlSettings, Frozen, SourceSpec, check_http_url
+from crawler.units import Duration
+
+DEFAULT_DATABASE_URL = "sqlite:///data/newsmon.db"
+DEFAULT_CONFIG_NAME = "newsmon.toml"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used: names the file, the key and what is wrong."""
+
+    def __init__(self, path: str, key: str, message: str, line: int | None = None) -> None:
+        self.path, self.key, self.message, self.line = path, key, message, line
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class StorageSettings(Frozen):
+    url: str = DEFAULT_DATABASE_URL
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError(f"{value!r} is not a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class AlertSpec(Frozen):
+    """One ``[[alerts]]`` channel."""
+
+    kind: Literal["webhook", "apprise"]
+    url: str
+    id: str | None = None
+    organisations: tuple[str, ...] | None = None
+    mode: Literal["instant", "digest"] = "instant"
+    schedule: str | None = None
+    max_age: Duration = 2 * 86400.0
+    secret: str | None = None
+    timeout: Duration = 10.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    allow_private: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertSpec:
+        if self.kind == "webhook":
+            check_http_url(self.url)
+        if self.mode == "digest":
+            if not self.schedule:
+                raise ValueError("a digest channel needs a cron `schedule`, e.g. \"0 9 * * *\"")
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.schedule)
+            except ValueError as exc:
+                raise ValueError(f"schedule {self.schedule!r} is not a cron expression: {exc}") from None
+        return self
+
+    @property
+    def channel_id(self) -> str:
+        """A stable id: the configured one, else derived from the kind and URL."""
+        if self.id:
+            return self.id
+        import hashlib
+
+        return f"{self.kind}-{hashlib.sha256(self.url.encode()).hexdigest()[:12]}"
+
+
+class ServerSettings(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    api_token: str | None = None
+
+
+class DaemonSettings(Frozen):
+    tick: Duration = 1.0
+    round_timeout: Duration = 300.0
+    lease: Duration = 600.0
+    batch_size: int = Field(default=200, ge=1)
+    dispatch_interval: Duration = 2.0
+    max_attempts: int = Field(default=20, ge=1)
+    retry_cap: Duration = 3600.0
+
+
+class AppConfig(Frozen):
+    """The whole configuration, after defaults and overrides."""
+
+    storage: StorageSettings = StorageSettings()
+    crawl: CrawlSettings = CrawlSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    server: ServerSettings = ServerSettings()
+    sources: tuple[SourceSpec, ...] = ()
+    organisations: tuple[OrganisationSpec, ...] = ()
+    alerts: tuple[AlertSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> AppConfig:
+        _no_duplicates("sources", [s.id for s in self.sources])
+        _no_duplicates("organisations", [o.id for o in self.organisations])
+        _no_duplicates("alerts", [a.channel_id for a in self.alerts])
+        known = {o.id for o in self.organisations}
+        for index, alert in enumerate(self.alerts):
+            for org in alert.organisations or ():
+                if org not in known:
+                    raise ValueError(f"alerts[{index}].organisations: unknown organisation {org!r}")
+        return self
+
+    def source(self, source_id: str) -> SourceSpec | None:
+        return next((s for s in self.sources if s.id == source_id), None)
+
+
+def _no_duplicates(table: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for index, value in enumerate(ids):
+        if value in seen:
+            raise ValueError(f"{table}[{index}].id: duplicate id {value!r}")
+        seen.add(value)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: AppConfig
+    path: Path | None  # None: built-in defaults
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """--config, else $NEWSMON_CONFIG, else ./newsmon.toml when it exists, else None."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("NEWSMON_CONFIG"):
+        return Path(environ["NEWSMON_CONFIG"])
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.exists() else None
+
+
+def load_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, merge and validate the configuration; raises ConfigError naming the key."""
+    environ = os.environ if environ is None else environ
+    path = config_path(explicit, environ)
+    raw: dict[str, Any] = {}
+    text = ""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(str(path), "", "no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(path), "", f"cannot read: {exc}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            line = getattr(exc, "lineno", None)
+            raise ConfigError(str(path), "", f"not valid TOML: {exc}", line) from None
+    return LoadedConfig(build_config(raw, environ, str(path or "<defaults>"), text), path)
+
+
+def build_config(raw: dict[str, Any], environ: Mapping[str, str], name: str = "<config>",
+                 text: str = "") -> AppConfig:
+    raw = dict(raw)
+    if environ.get("NEWSMON_DATABASE_URL"):
+        raw["storage"] = {**raw.get("storage", {}), "url": environ["NEWSMON_DATABASE_URL"]}
+    if not raw.get("sources"):
+        from crawler.catalogue import builtin_sources
+
+        raw["sources"] = [s.model_dump(exclude_defaults=True) for s in builtin_sources()]
+    if not raw.get("organisations"):
+        from crawler.organisations import builtin_organisations
+
+        raw["organisations"] = [o.model_dump(exclude_defaults=True) for o in builtin_organisations()]
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = _dotted(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        if key == "" and (m := re.match(r"^([\w]+\[\d+\](?:\.\w+)*): (.*)$", message)):
+            key, message = m.group(1), m.group(2)
+        raise ConfigError(name, key, message, _line_of(text, error["loc"])) from None
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in ("function-after", "function-before") and not str(part).startswith("function-"):
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best effort: the line of the key named by ``loc`` in the TOML text."""
+    if not text or not loc:
+        return None
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    parts = [p for p in loc if not str(p).startswith("function-")]
+    table = str(parts[0])
+    if len(parts) > 1 and isinstance(parts[1], int):
+        headers = [i for i, ln in enumerate(lines) if ln.strip() == f"[[{table}]]"]
+        if parts[1] < len(headers):
+            start = headers[parts[1]]
+            end = next((i for i in range(start + 1, len(lines))
+                        if lines[i].strip().startswith("[[")), len(lines))
+        key = str(parts[2]) if len(parts) > 2 else None
+    else:
+        header = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{table}]"), None)
+        if header is not None:
+            start = header
+        key = str(parts[1]) if len(parts) > 1 else table
+    if key is None:
+        return start + 1
+    for i in range(start, end):
+        if re.match(rf"^\s*{re.escape(key)}\s*=", lines[i]):
+            return i + 1
+    return start + 1 if start else None

@@ -1,0 +1,200 @@
+"""The read path: history search, single items with versions, source status, latency."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy.orm import Session, selectinload
+
+from storage.models import AlertEvent, FetchLog, Item, Match, Source, Worker
+from storage.search import fts5_excluded, fts5_match, parse_query, tsquery
+from storage.serialize import iso, item_dict, version_dict
+
+MAX_LIMIT = 1000
+
+
+@dataclass
+class SearchFilter:
+    """A history query; every part is optional."""
+
+    query: str | None = None
+    organisations: Sequence[str] = ()
+    sources: Sequence[str] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    before: tuple[datetime, int] | None = None  # cursor: (sort_at, id) of the last item seen
+    matched_only: bool = False
+
+
+def _fulltext(session: Session, stmt: Select[Any], query: str) -> Select[Any]:
+    parsed = parse_query(query)
+    if parsed.empty:
+        return stmt
+    if session.get_bind().dialect.name == "sqlite":
+        positive, negative = fts5_match(parsed), fts5_excluded(parsed)
+        if positive:
+            stmt = stmt.where(Item.id.in_(
+                select(text("rowid")).select_from(text("items_fts"))
+                .where(text("items_fts MATCH :fts_pos")).params(fts_pos=positive)))
+        if negative:
+            stmt = stmt.where(Item.id.not_in(
+                select(text("rowid")).select_from(text("items_fts"))
+                .where(text("items_fts MATCH :fts_neg")).params(fts_neg=negative)))
+        return stmt
+    return stmt.where(Item.id.in_(
+        select(text("item_id")).select_from(text("items_search"))
+        .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed))))
+
+
+def search_items(session: Session, flt: SearchFilter) -> list[dict[str, Any]]:
+    """Items matching ``flt``, newest first, as contract ITEM objects."""
+    stmt = select(Item).options(selectinload(Item.matches))
+    if flt.query:
+        stmt = _fulltext(session, stmt, flt.query)
+    if flt.organisations:
+        stmt = stmt.where(Item.id.in_(
+            select(Match.item_id).where(Match.organisation.in_(list(flt.organisations)))))
+    elif flt.matched_only:
+        stmt = stmt.where(Item.id.in_(select(Match.item_id)))
+    if flt.sources:
+        stmt = stmt.where(Item.source_id.in_(list(flt.sources)))
+    if flt.since is not None:
+        stmt = stmt.where(Item.sort_at >= flt.since)
+    if flt.until is not None:
+        stmt = stmt.where(Item.sort_at <= flt.until)
+    if flt.before is not None:
+        at, last_id = flt.before
+        stmt = stmt.where(or_(Item.sort_at < at, and_(Item.sort_at == at, Item.id < last_id)))
+    limit = max(1, min(flt.limit, MAX_LIMIT))
+    stmt = stmt.order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit)
+    items = session.scalars(stmt).all()
+    return [_with_cursor(item) for item in items]
+
+
+def _with_cursor(item: Item) -> dict[str, Any]:
+    out = item_dict(item)
+    out["_cursor"] = (item.sort_at, item.id)
+    return out
+
+
+def strip_cursor(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for item in items:
+        item.pop("_cursor", None)
+    return items
+
+
+def get_item(session: Session, item_id: int, *, versions: bool = False,
+             story: bool = False) -> dict[str, Any] | None:
+    """One ITEM by id, optionally with every version and its story's sibling items."""
+    options = [selectinload(Item.matches)]
+    if versions:
+        options.append(selectinload(Item.versions))
+    item = session.get(Item, item_id, options=options)
+    if item is None:
+        return None
+    out = item_dict(item)
+    out["text"] = item.text
+    if versions:
+        out["versions"] = [version_dict(v) for v in item.versions]
+    if story and item.story_id is not None:
+        out["story"] = story_items(session, item.story_id)
+    return out
+
+
+def story_items(session: Session, story_id: int) -> list[dict[str, Any]]:
+    items = session.scalars(select(Item).options(selectinload(Item.matches))
+                            .where(Item.story_id == story_id).order_by(Item.first_seen_at))
+    return [item_dict(i) for i in items]
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None, "count": 0}
+    values = sorted(values)
+    if len(values) == 1:
+        return {"p50": values[0], "p95": values[0], "max": values[0], "count": 1}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 3), "p95": round(cuts[94], 3), "max": round(values[-1], 3),
+            "count": len(values)}
+
+
+def latency_stats(session: Session, limit: int = 1000) -> dict[str, Any]:
+    """Detection latency over the newest delivered alerts: published → first seen → delivered."""
+    rows = session.execute(
+        select(AlertEvent.published_at, AlertEvent.first_seen_at, AlertEvent.delivered_at)
+        .where(AlertEvent.delivered_at.is_not(None))
+        .order_by(AlertEvent.id.desc()).limit(limit)).all()
+    seen_to_sent = [(d - f).total_seconds() for p, f, d in rows if f and d]
+    published_to_sent = [max(0.0, (d - p).total_seconds()) for p, f, d in rows if p and d]
+    published_to_seen = [max(0.0, (f - p).total_seconds()) for p, f, d in rows if p and f]
+    return {
+        "published_to_first_seen": _percentiles(published_to_seen),
+        "first_seen_to_delivered": _percentiles(seen_to_sent),
+        "published_to_delivered": _percentiles(published_to_sent),
+    }
+
+
+def _usual_gap(session: Session, source_id: str) -> float | None:
+    """Median gap in seconds between the source's recent new items (its usual cadence)."""
+    seen = session.scalars(select(Item.first_seen_at).where(Item.source_id == source_id)
+                           .order_by(Item.first_seen_at.desc()).limit(20)).all()
+    gaps = [(a - b).total_seconds() for a, b in zip(seen, seen[1:], strict=False)]
+    gaps = [g for g in gaps if g > 1]
+    return statistics.median(gaps) if len(gaps) >= 3 else None
+
+
+def source_status(session: Session, now: datetime, silence_factor: float = 3.0) -> list[dict[str, Any]]:
+    """Per source: polling state, counts, the last error and whether it has gone silent."""
+    counts = dict(session.execute(select(Item.source_id, func.count()).group_by(Item.source_id)).all())
+    out = []
+    for source in session.scalars(select(Source).order_by(Source.id)):
+        gap = _usual_gap(session, source.id)
+        cadence = max(gap or 0.0, source.interval_seconds)
+        silent = bool(
+            source.enabled and source.last_new_item_at is not None and gap is not None
+            and (now - source.last_new_item_at).total_seconds() > silence_factor * cadence)
+        error = None
+        if source.failures and source.last_error_class:
+            error = {"class": source.last_error_class, "message": source.last_error_message,
+                     "at": iso(source.last_error_at)}
+        out.append({
+            "id": source.id, "name": source.name, "kind": source.kind, "url": source.url,
+            "enabled": source.enabled, "last_poll": iso(source.last_poll_at),
+            "last_success": iso(source.last_success_at),
+            "last_new_item": iso(source.last_new_item_at), "next_poll": iso(source.next_poll_at),
+            "items": counts.get(source.id, 0), "failures": source.failures, "silent": silent,
+            "last_error": error, "lease_owner": source.lease_owner,
+        })
+    return out
+
+
+def worker_status(session: Session) -> list[dict[str, Any]]:
+    workers = session.scalars(select(Worker).where(Worker.stopped_at.is_(None))
+                              .order_by(Worker.started_at)).all()
+    held = dict(session.execute(select(Source.lease_owner, func.count())
+                                .where(Source.lease_owner.is_not(None))
+                                .group_by(Source.lease_owner)).all())
+    return [{"id": w.id, "host": w.host, "pid": w.pid, "started_at": iso(w.started_at),
+             "heartbeat_at": iso(w.heartbeat_at), "sources_held": held.get(w.id, 0)}
+            for w in workers]
+
+
+def outbox_backlog(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(AlertEvent)
+                          .where(AlertEvent.delivered_at.is_(None))) or 0
+
+
+def last_outcomes(session: Session, source_ids: Sequence[str], since: datetime) -> list[FetchLog]:
+    """The fetch-log rows of these sources written since ``since`` (a crawl's summary)."""
+    return list(session.scalars(select(FetchLog).where(
+        FetchLog.source_id.in_(list(source_ids)), FetchLog.started_at >= since)
+        .order_by(FetchLog.id)))

@@ -1,0 +1,324 @@
+"""The write path: idempotent item upserts with versions, matches, stories and alert events
+in one transaction; source polling state; the fetch log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    AlertEvent,
+    AlertKey,
+    FetchLog,
+    Item,
+    ItemSignature,
+    ItemVersion,
+    Match,
+    Source,
+    Story,
+    StoryBand,
+)
+from storage.search import search_terms
+from storage.serialize import item_dict
+
+
+def key_of(value: str) -> str:
+    """A fixed-size index key for a long string (URLs, GUIDs)."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class MatchRow:
+    organisation: str
+    alias: str
+    form: str
+    snippet: str
+    start: int = 0
+    end: int = 0
+    in_title: bool = False
+
+
+@dataclass
+class ItemWrite:
+    """Everything the pipelines know about one fetched item."""
+
+    source_id: str
+    url: str
+    canonical_url: str
+    title: str
+    text: str
+    content_hash: str
+    fetched_at: datetime
+    guid: str | None = None
+    language: str | None = None
+    published_at: datetime | None = None
+    matches: list[MatchRow] = field(default_factory=list)
+    raw: bytes = b""
+    raw_url: str | None = None
+    raw_status: int | None = None
+    raw_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """Which events an alert channel wants: its id, organisation filter and age limit."""
+
+    id: str
+    organisations: frozenset[str] | None = None
+    max_age: timedelta = timedelta(days=2)
+
+    def wants(self, organisation: str) -> bool:
+        return self.organisations is None or organisation in self.organisations
+
+
+@dataclass
+class SaveResult:
+    item_id: int
+    status: Literal["new", "updated", "unchanged"]
+    version: int
+    story_id: int | None
+    organisations: list[str]
+    events: list[str] = field(default_factory=list)
+
+
+class StoryFinder:
+    """Assigns a story to an item; the default gives every item its own story."""
+
+    def signature(self, item: ItemWrite) -> tuple[bytes, list[int]] | None:
+        return None
+
+    def find(self, session: Session, signature: bytes, bands: list[int], now: datetime,
+             exclude_item: int | None) -> int | None:
+        return None
+
+
+def find_item(session: Session, source_id: str, canonical_url: str, guid: str | None) -> Item | None:
+    """The stored item with this canonical URL, else this GUID, in this source."""
+    item = session.scalar(
+        select(Item).where(Item.source_id == source_id, Item.url_key == key_of(canonical_url))
+    )
+    if item is None and guid:
+        item = session.scalar(
+            select(Item).where(Item.source_id == source_id, Item.guid_key == key_of(guid))
+        )
+    return item
+
+
+def save_item(
+    session: Session,
+    write: ItemWrite,
+    channels: Sequence[ChannelRule] = (),
+    stories: StoryFinder | None = None,
+    now: datetime | None = None,
+) -> SaveResult:
+    """Store ``write`` idempotently: nothing when its content is known, a new version when it
+    changed, and alert events for organisations its story has not been alerted for yet."""
+    now = now or write.fetched_at
+    stories = stories or StoryFinder()
+    item = find_item(session, write.source_id, write.canonical_url, write.guid)
+    if item is not None and item.content_hash == write.content_hash:
+        return SaveResult(item.id, "unchanged", item.version, item.story_id,
+                          sorted({m.organisation for m in item.matches}))
+    status: Literal["new", "updated"] = "new" if item is None else "updated"
+    if item is None:
+        item = Item(
+            source_id=write.source_id, url=write.url, canonical_url=write.canonical_url,
+            url_key=key_of(write.canonical_url), guid=write.guid,
+            guid_key=key_of(write.guid) if write.guid else None, first_seen_at=now, version=0,
+        )
+        session.add(item)
+    item.title, item.text, item.language = write.title, write.text, write.language
+    item.published_at = write.published_at or item.published_at
+    item.sort_at = item.published_at or item.first_seen_at
+    item.updated_at = now
+    item.version += 1
+    item.content_hash = write.content_hash
+    item.matches = [Match(**vars(m)) for m in write.matches]
+    session.add(_version_row(item, write))
+    session.flush()
+    index_item(session, item)
+    _assign_story(session, item, write, stories, now)
+    events = _enqueue_alerts(session, item, channels, now)
+    return SaveResult(item.id, status, item.version, item.story_id,
+                      sorted({m.organisation for m in item.matches}), events)
+
+
+def _version_row(item: Item, write: ItemWrite) -> ItemVersion:
+    return ItemVersion(
+        item=item, version=item.version, fetched_at=write.fetched_at, title=write.title,
+        text=write.text, content_hash=write.content_hash, published_at=write.published_at,
+        raw=zlib.compress(write.raw, 6) if write.raw else None, raw_url=write.raw_url,
+        raw_status=write.raw_status,
+        raw_headers=json.dumps(write.raw_headers, ensure_ascii=False) if write.raw_headers else None,
+    )
+
+
+def index_item(session: Session, item: Item) -> None:
+    terms = search_terms(item.title, item.text)
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("DELETE FROM items_fts WHERE rowid = :id"), {"id": item.id})
+        session.execute(text("INSERT INTO items_fts(rowid, terms) VALUES (:id, :t)"),
+                        {"id": item.id, "t": terms})
+    else:
+        session.execute(
+            text("INSERT INTO items_search(item_id, terms) VALUES (:id, to_tsvector('simple', :t)) "
+                 "ON CONFLICT (item_id) DO UPDATE SET terms = excluded.terms"),
+            {"id": item.id, "t": terms},
+        )
+
+
+def _assign_story(session: Session, item: Item, write: ItemWrite, stories: StoryFinder,
+                  now: datetime) -> None:
+    signed = stories.signature(write)
+    if item.story_id is None and signed is not None:
+        item.story_id = stories.find(session, signed[0], signed[1], now, exclude_item=item.id)
+    if item.story_id is None:
+        story = Story(created_at=now)
+        session.add(story)
+        session.flush()
+        item.story_id = story.id
+    if signed is not None:
+        signature, bands = signed
+        session.merge(ItemSignature(item_id=item.id, signature=signature))
+        session.execute(delete(StoryBand).where(StoryBand.item_id == item.id))
+        session.add_all(StoryBand(band=b, item_id=item.id, seen_at=now) for b in bands)
+    session.flush()
+
+
+def _enqueue_alerts(session: Session, item: Item, channels: Sequence[ChannelRule],
+                    now: datetime) -> list[str]:
+    organisations = sorted({m.organisation for m in item.matches})
+    if not organisations or item.story_id is None:
+        return []
+    published = item.published_at or item.first_seen_at
+    events = []
+    for channel in channels:
+        if now - published > channel.max_age:
+            continue
+        wanted = [o for o in organisations if channel.wants(o)]
+        done = set(session.scalars(select(AlertKey.organisation).where(
+            AlertKey.channel == channel.id, AlertKey.story_id == item.story_id,
+            AlertKey.organisation.in_(wanted))))
+        fresh = [o for o in wanted if o not in done]
+        if fresh:
+            events.append(_add_event(session, item, channel.id, fresh, now))
+    return events
+
+
+def _add_event(session: Session, item: Item, channel: str, organisations: list[str],
+               now: datetime) -> str:
+    event_id = str(uuid.uuid4())
+    session.add_all(AlertKey(channel=channel, story_id=item.story_id, organisation=o)
+                    for o in organisations)
+    payload = {"event_id": event_id, "event": "match", "organisations": organisations,
+               "item": item_dict(item)}
+    session.add(AlertEvent(
+        event_id=event_id, channel=channel, item_id=item.id, story_id=item.story_id,
+        organisations=json.dumps(organisations), payload=json.dumps(payload, ensure_ascii=False),
+        created_at=now, published_at=item.published_at, first_seen_at=item.first_seen_at,
+        next_attempt_at=now,
+    ))
+    return event_id
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """A configured source as storage sees it."""
+
+    id: str
+    kind: str
+    url: str
+    name: str = ""
+    language: str | None = None
+    enabled: bool = True
+    interval_seconds: float = 600.0
+
+
+def sync_sources(session: Session, rows: Iterable[SourceRow], now: datetime) -> None:
+    """Insert new sources, update changed definitions; keep polling state. Sources no longer
+    configured are disabled (their items stay)."""
+    rows = list(rows)
+    existing = {s.id: s for s in session.scalars(select(Source))}
+    for row in rows:
+        source = existing.get(row.id)
+        if source is None:
+            source = Source(id=row.id, created_at=now, failures=0, had_items=False)
+            session.add(source)
+        elif source.url != row.url:
+            source.etag = source.last_modified = source.body_hash = None
+        source.kind, source.url, source.name = row.kind, row.url, row.name
+        source.language, source.enabled = row.language, row.enabled
+        source.interval_seconds = row.interval_seconds
+    configured = {r.id for r in rows}
+    for source_id, source in existing.items():
+        if source_id not in configured:
+            source.enabled = False
+
+
+@dataclass
+class PollOutcome:
+    """What one poll of one source came to."""
+
+    source_id: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: Literal["ok", "not-modified", "error"]
+    error_class: str | None = None
+    message: str | None = None
+    http_status: int | None = None
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    matched: int = 0
+    entries: int = 0
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    next_poll_at: datetime | None = None
+
+
+def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = None) -> None:
+    """Write the fetch log row and the source's polling state for one poll."""
+    session.add(FetchLog(
+        source_id=outcome.source_id, started_at=outcome.started_at,
+        finished_at=outcome.finished_at, outcome=outcome.outcome,
+        error_class=outcome.error_class, message=outcome.message,
+        http_status=outcome.http_status, new=outcome.new, updated=outcome.updated,
+        unchanged=outcome.unchanged, matched=outcome.matched, worker_id=worker_id,
+    ))
+    values: dict[str, object] = {"last_poll_at": outcome.finished_at,
+                                 "lease_owner": None, "lease_expires_at": None}
+    if outcome.next_poll_at is not None:
+        values["next_poll_at"] = outcome.next_poll_at
+    if outcome.outcome == "error":
+        values.update(failures=Source.failures + 1, last_error_class=outcome.error_class,
+                      last_error_message=outcome.message, last_error_at=outcome.finished_at)
+    else:
+        values.update(failures=0, last_success_at=outcome.finished_at)
+        if outcome.outcome == "ok":
+            values.update(etag=outcome.etag, last_modified=outcome.last_modified,
+                          body_hash=outcome.body_hash)
+        if outcome.entries:
+            values["had_items"] = True
+        if outcome.new:
+            values["last_new_item_at"] = outcome.finished_at
+    session.execute(update(Source).where(Source.id == outcome.source_id).values(**values))
+
+
+def set_next_poll(session: Session, source_id: str, when: datetime) -> None:
+    session.execute(update(Source).where(Source.id == source_id).values(next_poll_at=when))
+
+
+Clock = Callable[[], datetime]

@@ -1,0 +1,111 @@
+"""Full-text search terms and queries: stemmed words, "phrases", OR and -exclusion, compiled
+to SQLite FTS5 or PostgreSQL tsquery so both backends answer the same way."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+
+import Stemmer
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_QUERY_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+
+
+@cache
+def _stemmer(language: str) -> Stemmer.Stemmer:
+    return Stemmer.Stemmer(language)
+
+
+def _stem(word: str) -> str:
+    if word.isdigit():
+        return word
+    language = "russian" if _CYRILLIC.search(word) else "english"
+    return str(_stemmer(language).stemWord(word))
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words of ``text`` with ё folded to е and soft hyphens dropped."""
+    text = text.replace("\u00ad", "").lower().replace("ё", "е")
+    return _WORD.findall(text)
+
+
+def stems(text: str) -> list[str]:
+    return [_stem(w) for w in words(text)]
+
+
+def search_terms(*texts: str) -> str:
+    """The indexed form of an item: its stemmed words, space separated."""
+    return " ".join(s for text in texts for s in stems(text))
+
+
+@dataclass
+class Query:
+    """A parsed query: every group must match (a group is alternatives joined by OR);
+    no excluded phrase may match. A phrase is a sequence of stems."""
+
+    groups: list[list[list[str]]] = field(default_factory=list)
+    excluded: list[list[str]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups and not self.excluded
+
+
+def parse_query(text: str) -> Query:
+    """Parse words, "phrases", ``OR`` between terms and ``-term`` exclusions."""
+    query = Query()
+    join_next = False
+    for match in _QUERY_TOKEN.finditer(text):
+        negate, phrase, bare = match.group(1), match.group(2), match.group(3)
+        if bare == "OR":
+            join_next = bool(query.groups)
+            continue
+        if bare is not None and bare.startswith("-") and len(bare) > 1:
+            negate, bare = "-", bare[1:]
+        terms = stems(phrase if phrase is not None else bare or "")
+        if not terms:
+            continue
+        if negate:
+            query.excluded.append(terms)
+        elif join_next:
+            query.groups[-1].append(terms)
+        else:
+            query.groups.append([terms])
+        join_next = False
+    return query
+
+
+def _fts5_phrase(terms: list[str]) -> str:
+    return '"' + " ".join(terms) + '"'
+
+
+def fts5_match(query: Query) -> str | None:
+    """The FTS5 MATCH expression of the positive part, or None when there is none."""
+    parts = []
+    for group in query.groups:
+        alternatives = " OR ".join(_fts5_phrase(p) for p in group)
+        parts.append(f"({alternatives})" if len(group) > 1 else alternatives)
+    return " AND ".join(parts) or None
+
+
+def fts5_excluded(query: Query) -> str | None:
+    """The FTS5 MATCH expression that any excluded phrase satisfies, or None."""
+    return " OR ".join(_fts5_phrase(p) for p in query.excluded) or None
+
+
+def _ts_phrase(terms: list[str]) -> str:
+    quoted = [f"'{t}'" for t in terms]
+    return " <-> ".join(quoted) if len(quoted) > 1 else quoted[0]
+
+
+def tsquery(query: Query) -> str | None:
+    """A PostgreSQL ``to_tsquery('simple', …)`` string for the whole query, or None."""
+    parts = []
+    for group in query.groups:
+        alternatives = " | ".join(f"({_ts_phrase(p)})" for p in group)
+        parts.append(f"({alternatives})")
+    parts.extend(f"!({_ts_phrase(p)})" for p in query.excluded)
+    return " & ".join(parts) or None

@@ -1,0 +1,1 @@
+"""Alert receivers for the daemon tests (owned by the alert tests)."""

@@ -1,0 +1,1 @@
+"""Fixture HTTP server serving the fixture sites (owned by the crawler tests)."""
