@@ -164,7 +164,8 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            line = getattr(exc, "lineno", None)
+            found = re.search(r"at line (\d+)", str(exc))
+            line = int(found.group(1)) if found else None
             raise ConfigError(str(path), "", f"not valid TOML: {exc}", line) from None
     return LoadedConfig(build_config(raw, environ, str(path or "<defaults>"), text), path)
 
@@ -192,7 +193,7 @@ def build_config(raw: dict[str, Any], environ: Mapping[str, str], name: str = "<
             message = "unknown key (check the spelling)"
         if key == "" and (m := re.match(r"^([\w]+\[\d+\](?:\.\w+)*): (.*)$", message)):
             key, message = m.group(1), m.group(2)
-        raise ConfigError(name, key, message, _line_of(text, error["loc"])) from None
+        raise ConfigError(name, key, message, _line_of(text, _loc(key))) from None
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -203,6 +204,11 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
         elif part not in ("function-after", "function-before") and not str(part).startswith("function-"):
             out += ("." if out else "") + str(part)
     return out
+
+
+def _loc(key: str) -> tuple[int | str, ...]:
+    """``sources[1].id`` → ("sources", 1, "id")."""
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", key))
 
 
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:

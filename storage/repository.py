@@ -322,3 +322,33 @@ def set_next_poll(session: Session, source_id: str, when: datetime) -> None:
 
 
 Clock = Callable[[], datetime]
+
+
+@dataclass
+class RematchResult:
+    gained: list[str]
+    lost: list[str]
+    events: list[str]
+
+
+def rematch_item(session: Session, item: Item, rows: Sequence[MatchRow],
+                 only: frozenset[str] | None, channels: Sequence[ChannelRule] = (),
+                 alert: bool = False, now: datetime | None = None) -> RematchResult:
+    """Replace the item's matches (of the ``only`` organisations, or all) with ``rows``; alert
+    the organisations gained only when ``alert`` is set."""
+    def wanted(org: str) -> bool:
+        return only is None or org in only
+
+    before = {m.organisation for m in item.matches if wanted(m.organisation)}
+    fresh = [r for r in rows if wanted(r.organisation)]
+    after = {r.organisation for r in fresh}
+    kept = [m for m in item.matches if not wanted(m.organisation)]
+    gained, lost = sorted(after - before), sorted(before - after)
+    if not gained and not lost and len(fresh) == len(item.matches) - len(kept):
+        return RematchResult([], [], [])
+    item.matches = kept + [Match(**vars(r)) for r in fresh]
+    session.flush()
+    events: list[str] = []
+    if alert and gained:
+        events = _enqueue_alerts(session, item, channels, now or datetime.now(item.first_seen_at.tzinfo))
+    return RematchResult(gained, lost, events)

@@ -1,0 +1,5 @@
+"""`python -m scheduler` is `newsmon`."""
+
+from scheduler.cli import cli
+
+cli()

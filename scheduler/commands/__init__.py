@@ -1,0 +1,16 @@
+"""The `newsmon` commands, one module per area; each module lists its commands in COMMANDS."""
+
+from __future__ import annotations
+
+import click
+
+from scheduler.commands import crawling, daemon, history, matching, serve, setup
+
+REGISTRY: list[click.Command] = [
+    *setup.COMMANDS,
+    *daemon.COMMANDS,
+    *crawling.COMMANDS,
+    *history.COMMANDS,
+    *matching.COMMANDS,
+    *serve.COMMANDS,
+]

@@ -1,0 +1,159 @@
+"""`newsmon import`, `search`, `show` and `export` through the CLI, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from scheduler.cli import cli
+
+ITEM_KEYS = {"id", "source", "url", "canonical_url", "title", "published_at", "first_seen_at",
+             "language", "organisations", "matches", "story_id", "version", "content_hash"}
+CONFIG = """
+[[sources]]
+id = "mid-ru"
+url = "https://mid.ru/ru/rss.php"
+
+[[organisations]]
+id = "CICA"
+aliases = ["CICA", "СВМДА"]
+
+[[organisations]]
+id = "SCO"
+aliases = ["SCO", "ШОС"]
+"""
+
+
+def record(n: int, title: str, text: str, *, source: str = "mid-ru", orgs: tuple[str, ...] = (),
+           day: int = 1, story: int | None = None, versions: int = 1) -> dict:
+    published = datetime(2025, 2, day, 9, 30, tzinfo=UTC)
+    return {
+        "id": n, "source": source, "url": f"https://example.org/news/{n}?utm_source=x",
+        "canonical_url": f"https://example.org/news/{n}", "title": title,
+        "published_at": published.isoformat(), "first_seen_at": (published + timedelta(minutes=3)).isoformat(),
+        "language": "ru", "organisations": list(orgs),
+        "matches": [{"organisation": o, "alias": o, "form": o, "snippet": f"…{o}…"} for o in orgs],
+        "story_id": story or n, "version": versions, "content_hash": f"sha256:{n}-{versions}",
+        "text": text,
+        "versions": [{"version": v, "fetched_at": published.isoformat(), "title": title,
+                      "text": text if v == versions else f"{text} (черновик {v})",
+                      "content_hash": f"sha256:{n}-{v}"} for v in range(1, versions + 1)],
+    }
+
+
+SAMPLE = [
+    record(1, "Руденко и Мустафаев обсудили СВМДА", "Совещания по взаимодействию и мерам доверия в Азии.",
+           orgs=("CICA",), day=4, versions=2),
+    record(2, "Заседание ШОС в Астане", "Шанхайская организация сотрудничества провела заседание.",
+           source="tass", orgs=("SCO",), day=3),
+    record(3, "Football results", "Nothing about organisations here.", source="tass", day=2),
+    record(4, "СВМДА и ШОС: совместное заявление", "Обе организации приняли заявление.",
+           source="interfax", orgs=("CICA", "SCO"), day=1, story=1),
+]
+
+
+@pytest.fixture
+def run(tmp_path, db_url):
+    config = tmp_path / "newsmon.toml"
+    config.write_text(CONFIG, "utf-8")
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(cli, ["--config", str(config), *args], input=input,
+                             env={"NEWSMON_DATABASE_URL": db_url}, catch_exceptions=False)
+    return invoke
+
+
+@pytest.fixture
+def loaded(run):
+    sample = "\n".join(json.dumps(r, ensure_ascii=False) for r in SAMPLE) + "\n"
+    result = run("import", "-", input=sample)
+    assert result.exit_code == 0, result.output
+    assert "4 new items" in result.output
+    return run
+
+
+def search_ids(run, *args: str) -> list[str]:
+    result = run("search", *args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return [item["title"] for item in json.loads(result.stdout)]
+
+
+def test_search_returns_contract_items_newest_first(loaded):
+    result = loaded("search", "СВМДА", "--format", "json")
+    items = json.loads(result.stdout)
+    assert [i["title"] for i in items] == ["Руденко и Мустафаев обсудили СВМДА",
+                                           "СВМДА и ШОС: совместное заявление"]
+    assert set(items[0]) == ITEM_KEYS
+    assert items[0]["organisations"] == ["CICA"] and items[0]["version"] == 2
+    assert items[0]["published_at"] == "2025-02-04T09:30:00+00:00"
+    assert items[0]["canonical_url"] == "https://example.org/news/1"
+
+
+def test_full_text_query_language(loaded):
+    assert search_ids(loaded, "совещание") == ["Руденко и Мустафаев обсудили СВМДА"]  # any form
+    assert search_ids(loaded, '"мерам доверия"') == ["Руденко и Мустафаев обсудили СВМДА"]
+    assert search_ids(loaded, '"доверия мерам"') == []
+    assert search_ids(loaded, "football OR заседание") == ["Заседание ШОС в Астане", "Football results"]
+    assert search_ids(loaded, "СВМДА -заявление") == ["Руденко и Мустафаев обсудили СВМДА"]
+    only_excluded = loaded("search", "--source", "tass", "--format", "json", "--", "-заседание")
+    assert [i["title"] for i in json.loads(only_excluded.stdout)] == ["Football results"]
+
+
+def test_filters(loaded):
+    assert search_ids(loaded, "--org", "SCO") == ["Заседание ШОС в Астане", "СВМДА и ШОС: совместное заявление"]
+    assert search_ids(loaded, "--source", "tass", "--limit", "1") == ["Заседание ШОС в Астане"]
+    assert search_ids(loaded, "--since", "2025-02-02", "--until", "2025-02-03") == [
+        "Заседание ШОС в Астане", "Football results"]
+    assert search_ids(loaded, "--since", "2025-02-03T10:00:00+01:00") == [
+        "Руденко и Мустафаев обсудили СВМДА", "Заседание ШОС в Астане"]
+
+
+def test_bad_date_is_usage_error(loaded):
+    result = loaded("search", "--since", "yesterday")
+    assert result.exit_code == 2 and "ISO date" in result.output
+
+
+def test_csv_and_jsonl(loaded):
+    rows = list(csv.DictReader(io.StringIO(loaded("search", "--org", "CICA", "--format", "csv").stdout)))
+    assert [r["organisations"] for r in rows] == ["CICA", "CICA;SCO"]
+    lines = loaded("search", "--format", "jsonl").stdout.splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["id"] for line in lines)
+
+
+def test_show_versions(loaded):
+    item_id = json.loads(loaded("search", "Руденко", "--format", "json").stdout)[0]["id"]
+    shown = json.loads(loaded("show", str(item_id), "--versions", "--format", "json").stdout)
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+    assert shown["versions"][0]["text"].endswith("(черновик 1)")
+    assert "Совещания" in loaded("show", str(item_id)).output
+    missing = loaded("show", "99999")
+    assert missing.exit_code == 1 and "no item 99999" in missing.output
+
+
+def test_export_import_round_trip_is_a_no_op(loaded, tmp_path):
+    out = tmp_path / "export.jsonl"
+    assert loaded("export", "--out", str(out)).exit_code == 0
+    exported = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert len(exported) == 4 and all(len(e["versions"]) >= 1 and "text" in e for e in exported)
+    again = loaded("import", str(out))
+    assert again.exit_code == 0 and "0 new items, 0 new versions; 4 unchanged" in again.output
+    later = loaded("export", "--since-id", str(exported[1]["id"]))
+    assert [json.loads(line)["id"] for line in later.stdout.splitlines()] == [e["id"] for e in exported[2:]]
+    # stories survive the trip: items 1 and 4 shared story 1 in the file
+    stories = {e["title"]: e["story_id"] for e in exported}
+    assert stories["Руденко и Мустафаев обсудили СВМДА"] == stories["СВМДА и ШОС: совместное заявление"]
+
+
+def test_bad_import_lines_are_reported_and_the_rest_imported(run):
+    good = json.dumps(record(9, "Новость о СВМДА", "Текст.", orgs=("CICA",)), ensure_ascii=False)
+    no_url = json.dumps({"source": "mid-ru", "title": "x"})
+    result = run("import", "-", input=f"{good}\nnot json\n{no_url}\n")
+    assert result.exit_code == 1
+    assert "line 2:" in result.output and "line 3: url" in result.output
+    assert search_ids(run, "СВМДА") == ["Новость о СВМДА"]
