@@ -340,19 +340,23 @@ def _disambiguate(
     chosen: list[tuple[int, int, dict[str, str]]],
 ) -> list[tuple[int, int, str, str]]:
     """Give an alias shared by several organisations (Azerbaijani İƏT: OIC and ECO) to the
-    one whose unambiguous mention is nearest in the text; drop it when there is none."""
-    sure = [(start, next(iter(orgs))) for start, _, orgs in chosen if len(orgs) == 1]
+    one named unambiguously just before it (as a name is spelled out, then abbreviated), else
+    just after it; drop it when the text names none of them."""
+    sure = [(start, end, next(iter(orgs))) for start, end, orgs in chosen if len(orgs) == 1]
     result: list[tuple[int, int, str, str]] = []
     for start, end, orgs in chosen:
-        if len(orgs) == 1:
-            org = next(iter(orgs))
-        else:
-            near = sorted((abs(position - start), org) for position, org in sure if org in orgs)
-            if not near:
-                continue
-            org = near[0][1]
-        result.append((start, end, org, orgs[org]))
+        org = next(iter(orgs)) if len(orgs) == 1 else _nearest(sure, start, end, orgs)
+        if org is not None:
+            result.append((start, end, org, orgs[org]))
     return result
+
+
+def _nearest(sure: list[tuple[int, int, str]], start: int, end: int,
+             orgs: dict[str, str]) -> str | None:
+    before = [(start - s_end, org) for _, s_end, org in sure if org in orgs and s_end <= start]
+    after = [(s_start - end, org) for s_start, _, org in sure if org in orgs and s_start >= end]
+    best = min(before or after, default=None)
+    return best[1] if best else None
 
 
 def organisation_ids(matches: Iterable[Match]) -> list[str]:
