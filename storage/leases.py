@@ -1,0 +1,183 @@
+"""Who polls what: leases on due sources, worker registration and heartbeats, and the
+single-daemon lock of an SQLite database."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from storage.errors import StorageError
+from storage.models import AlertEvent, Source, Worker
+
+
+class DaemonLockedError(StorageError):
+    """Raised when another daemon already runs on this SQLite database."""
+
+
+def _due(now: datetime) -> list[Any]:
+    return [
+        Source.enabled.is_(True),
+        or_(Source.next_poll_at.is_(None), Source.next_poll_at <= now),
+        or_(Source.lease_expires_at.is_(None), Source.lease_expires_at < now),
+    ]
+
+
+def claim_due_sources(session: Session, worker_id: str, now: datetime, *, limit: int = 200,
+                      lease_seconds: float = 600.0) -> list[str]:
+    """Lease up to ``limit`` due sources (never polled first, then the most overdue) to
+    ``worker_id`` and return their ids. ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the
+    single UPDATE is atomic. Commits."""
+    due = (select(Source.id).where(*_due(now))
+           .order_by(Source.next_poll_at.asc().nulls_first(), Source.id).limit(limit)
+           .with_for_update(skip_locked=True)
+           .cte("due").prefix_with("MATERIALIZED", dialect="postgresql"))
+    stmt = (update(Source).where(Source.id.in_(select(due.c.id)), *_due(now))
+            .values(lease_owner=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(Source.id, Source.next_poll_at)
+            .execution_options(synchronize_session=False))
+    rows = session.execute(stmt).all()
+    session.commit()
+    return [r.id for r in sorted(rows, key=lambda r: (r.next_poll_at is not None, r.next_poll_at, r.id))]
+
+
+def release_sources(session: Session, worker_id: str, ids: Sequence[str] | None = None) -> list[str]:
+    """Drop this worker's leases (all, or on ``ids``); returns the sources released. Commits."""
+    stmt = update(Source).where(Source.lease_owner == worker_id)
+    if ids is not None:
+        if not ids:
+            return []
+        stmt = stmt.where(Source.id.in_(list(ids)))
+    rows = session.execute(stmt.values(lease_owner=None, lease_expires_at=None)
+                           .returning(Source.id).execution_options(synchronize_session=False)).all()
+    session.commit()
+    return [r.id for r in rows]
+
+
+def postpone_sources(session: Session, ids: Sequence[str], now: datetime) -> None:
+    """Push sources whose poll never finished (a killed round) out by their interval, so a
+    source that hangs a round cannot make every tick hang. Does not commit."""
+    for source in session.scalars(select(Source).where(Source.id.in_(list(ids)))):
+        source.next_poll_at = now + timedelta(seconds=source.interval_seconds)
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+def register_worker(session: Session, worker_id: str, host: str, pid: int, now: datetime) -> None:
+    """Announce a running daemon. Commits."""
+    session.merge(Worker(id=worker_id, host=host, pid=pid, started_at=now, heartbeat_at=now,
+                         stopped_at=None))
+    session.commit()
+
+
+def heartbeat(session: Session, worker_id: str, now: datetime) -> bool:
+    """Refresh this worker's heartbeat; False if it was reaped as dead meanwhile. Commits."""
+    result = session.execute(update(Worker).where(Worker.id == worker_id, Worker.stopped_at.is_(None))
+                             .values(heartbeat_at=now).execution_options(synchronize_session=False))
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _free_leases_of(session: Session, worker_ids: Sequence[str]) -> None:
+    if not worker_ids:
+        return
+    session.execute(update(Source).where(Source.lease_owner.in_(list(worker_ids)))
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False))
+    session.execute(update(AlertEvent).where(AlertEvent.lease_owner.in_(list(worker_ids)))
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False))
+
+
+def stop_worker(session: Session, worker_id: str, now: datetime) -> None:
+    """Mark this worker stopped and give back everything it holds. Commits."""
+    _free_leases_of(session, [worker_id])
+    session.execute(update(Worker).where(Worker.id == worker_id).values(stopped_at=now)
+                    .execution_options(synchronize_session=False))
+    session.commit()
+
+
+def reap_workers(session: Session, now: datetime, stale_after: float,
+                 keep: str | None = None) -> list[str]:
+    """Workers silent for ``stale_after`` seconds are dead (kill -9, lost host): mark them
+    stopped and free their leases at once instead of waiting for the leases to expire. Commits.
+
+    :param keep: this worker's own id, never reaped.
+    """
+    return _reap(session, now, now - timedelta(seconds=stale_after), keep)
+
+
+def reap_all_but(session: Session, worker_id: str, now: datetime) -> list[str]:
+    """SQLite, with the daemon lock held: every other worker is dead, whatever its heartbeat."""
+    return _reap(session, now, None, worker_id)
+
+
+def _reap(session: Session, now: datetime, cutoff: datetime | None, keep: str | None) -> list[str]:
+    query = select(Worker.id).where(Worker.stopped_at.is_(None))
+    if cutoff is not None:
+        query = query.where(Worker.heartbeat_at < cutoff)
+    dead = [w for w in session.scalars(query) if w != keep]
+    _free_leases_of(session, dead)
+    if dead:
+        session.execute(update(Worker).where(Worker.id.in_(dead)).values(stopped_at=now)
+                        .execution_options(synchronize_session=False))
+    session.commit()
+    return dead
+
+
+# --- the SQLite single-daemon lock -------------------------------------------------------------
+
+
+@dataclass
+class DaemonLock:
+    """An exclusive ``flock`` on ``<database>.daemon.lock``; the kernel drops it when the
+    process dies, kill -9 included, so there is never a stale lock to clean up."""
+
+    path: Path
+    handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise DaemonLockedError(
+                f"another `newsmon run` (pid {holder}) already uses this SQLite database "
+                f"(lock {self.path}); SQLite allows one daemon per database - stop it first, "
+                f"or use PostgreSQL to run several workers") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+def sqlite_lock_path(url: str) -> Path | None:
+    """The lock file of an SQLite database URL; None for PostgreSQL and in-memory databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser().resolve()
+    return path.with_name(path.name + ".daemon.lock")
