@@ -38,7 +38,13 @@ def _fulltext(session: Session, stmt: Select[Any], query: str) -> Select[Any]:
         return stmt
     if session.get_bind().dialect.name == "sqlite":
         positive, negative = fts5_match(parsed), fts5_excluded(parsed)
-        if positive:
+        if positive and _is_common(session, positive):
+            # Most items match: walk the newest-first index and test each candidate, so the
+            # query stops after `limit` hits instead of sorting every match.
+            stmt = stmt.with_hint(Item, "INDEXED BY ix_items_sort", "sqlite").where(text(
+                "EXISTS (SELECT 1 FROM items_fts WHERE items_fts MATCH :fts_pos "
+                "AND items_fts.rowid = items.id)").bindparams(fts_pos=positive))
+        elif positive:
             stmt = stmt.where(Item.id.in_(
                 select(text("rowid")).select_from(text("items_fts"))
                 .where(text("items_fts MATCH :fts_pos")).params(fts_pos=positive)))
@@ -50,6 +56,16 @@ def _fulltext(session: Session, stmt: Select[Any], query: str) -> Select[Any]:
     return stmt.where(Item.id.in_(
         select(text("item_id")).select_from(text("items_search"))
         .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed))))
+
+
+COMMON = 5000
+
+
+def _is_common(session: Session, match: str) -> bool:
+    """Whether an FTS5 expression matches at least COMMON items (counting stops there)."""
+    found = session.execute(text("SELECT count(*) FROM (SELECT rowid FROM items_fts "
+                                 "WHERE items_fts MATCH :m LIMIT :n)"), {"m": match, "n": COMMON}).scalar()
+    return bool(found and found >= COMMON)
 
 
 def search_items(session: Session, flt: SearchFilter) -> list[dict[str, Any]]:
