@@ -1,0 +1,261 @@
+"""Alert channels: a webhook (httpx, Standard Webhooks headers and signature) and any Apprise
+URL, each sending one event or one digest and returning the outcome as a value."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+if TYPE_CHECKING:
+    from scheduler.config import AlertSpec
+    from storage.outbox import ClaimedEvent
+
+USER_AGENT = "newsmon/0.1 (alerts)"
+
+# The same ranges the crawler refuses (crawler/safety.py); repeated here because that module
+# imports Scrapy, and the daemon process never does.
+BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "::/128", "::1/128",
+    "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:db8::/32", "fc00::/7",
+    "fe80::/10", "fec0::/10", "ff00::/8"))
+
+# Apprise schemes whose URL host is the server Apprise connects to (self-hosted services and
+# generic HTTP targets); for cloud services (tgram://, slack://, …) the "host" is a token.
+APPRISE_HOST_SCHEMES = frozenset({
+    "json", "jsons", "xml", "xmls", "form", "forms", "ntfy", "ntfys", "gotify", "gotifys",
+    "mailto", "mailtos", "matrix", "matrixs", "rocket", "rockets", "mmost", "mmosts", "apprise",
+    "apprises", "mqtt", "mqtts", "ncloud", "nclouds", "nctalk", "nctalks", "signal", "signals",
+    "mastodon", "mastodons", "toot", "toots", "misskey", "misskeys", "hassio", "hassios",
+})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one send came to: confirmed, or an error to retry after (at least) ``retry_after``."""
+
+    ok: bool
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class Channel(Protocol):
+    """An alert channel: sends one event or one digest of events."""
+
+    id: str
+    spec: AlertSpec
+
+    def send(self, event: ClaimedEvent) -> Delivery: ...
+
+    def send_digest(self, events: Sequence[ClaimedEvent]) -> Delivery: ...
+
+    def close(self) -> None: ...
+
+
+# --- destination check ---------------------------------------------------------------------------
+
+
+def address_problem(address: str) -> str | None:
+    """Why an alert may not go to ``address`` (e.g. "127.0.0.0/8"), None for a public one."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip.sixtofour):
+        return address_problem(str(ip.ipv4_mapped or ip.sixtofour))
+    return next((str(n) for n in BLOCKED_NETWORKS if ip.version == n.version and ip in n), None)
+
+
+def destination_problem(host: str | None, port: int | None = None) -> str | None:
+    """None when every address ``host`` resolves to is public; else the reason to refuse.
+    A name that does not resolve is left to fail on its own when sent."""
+    host = (host or "").strip("[]").rstrip(".").lower()
+    if not host:
+        return "no host"
+    try:
+        infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    for info in infos:
+        address = str(info[4][0])
+        if problem := address_problem(address):
+            return f"refused {host}: resolves to {address} ({problem}); set allow_private = true to allow it"
+    return None
+
+
+def apprise_host(url: str) -> str | None:
+    """The server an Apprise URL connects to, when its scheme names one."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in APPRISE_HOST_SCHEMES:
+        return None
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+# --- message text -------------------------------------------------------------------------------
+
+
+def _snippet(item: dict[str, Any], organisations: Sequence[str]) -> str:
+    for match in item.get("matches") or []:
+        if match.get("organisation") in organisations:
+            return str(match.get("snippet") or "")
+    return ""
+
+
+def event_message(event: ClaimedEvent) -> tuple[str, str]:
+    """Title and HTML body in plain words; everything taken from a feed is HTML-escaped."""
+    item = event.body.get("item") or {}
+    orgs = ", ".join(event.organisations)
+    title = str(item.get("title") or "(no title)")
+    link = str(item.get("url") or "")
+    lines = [
+        f"Organisation: {html.escape(orgs)}",
+        f"Title: {html.escape(title)}",
+        f"Source: {html.escape(str(item.get('source') or ''))}",
+        f'Link: <a href="{html.escape(link)}">{html.escape(link)}</a>',
+    ]
+    if snippet := _snippet(item, event.organisations):
+        lines.append(f"Snippet: {html.escape(snippet)}")
+    if published := item.get("published_at"):
+        lines.append(f"Published: {html.escape(str(published))}")
+    return html.escape(f"{orgs}: {title}"), "<br/>\n".join(lines)
+
+
+def digest_message(events: Sequence[ClaimedEvent]) -> tuple[str, str]:
+    """One message listing the period's stories."""
+    orgs = sorted({o for e in events for o in e.organisations})
+    lines = []
+    for event in events:
+        item = event.body.get("item") or {}
+        link = html.escape(str(item.get("url") or ""))
+        lines.append(f"• [{html.escape(', '.join(event.organisations))}] "
+                     f"{html.escape(str(item.get('title') or '(no title)'))} — "
+                     f"{html.escape(str(item.get('source') or ''))}<br/>\n"
+                     f'  <a href="{link}">{link}</a>')
+    noun = "story" if len(events) == 1 else "stories"
+    return (html.escape(f"newsmon digest: {len(events)} {noun} ({', '.join(orgs)})"),
+            "<br/>\n".join(lines))
+
+
+def digest_id(events: Sequence[ClaimedEvent]) -> str:
+    """A digest's id: the same for the same events, so a retried digest can be dropped."""
+    joined = ",".join(sorted(e.event_id for e in events))
+    return "digest-" + hashlib.sha256(joined.encode()).hexdigest()[:32]
+
+
+# --- webhook ------------------------------------------------------------------------------------
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks signature: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``;
+    a ``whsec_`` secret is base64, any other is used as UTF-8 bytes."""
+    key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isdigit() else None
+
+
+class WebhookChannel:
+    """POSTs DESIGN.md's JSON body; a 2xx confirms, anything else is retried."""
+
+    def __init__(self, spec: AlertSpec, client: httpx.Client | None = None) -> None:
+        self.spec, self.id = spec, spec.channel_id
+        self.client = client or httpx.Client(timeout=spec.timeout, follow_redirects=False,
+                                             headers={"User-Agent": USER_AGENT})
+
+    def send(self, event: ClaimedEvent) -> Delivery:
+        return self._post(event.event_id, event.payload.encode("utf-8"))
+
+    def send_digest(self, events: Sequence[ClaimedEvent]) -> Delivery:
+        msg_id = digest_id(events)
+        body = {"event_id": msg_id, "event": "digest", "events": [e.body for e in events]}
+        return self._post(msg_id, json.dumps(body, ensure_ascii=False).encode("utf-8"))
+
+    def headers(self, msg_id: str, body: bytes) -> dict[str, str]:
+        timestamp = int(time.time())
+        headers = {**self.spec.headers, "Content-Type": "application/json",
+                   "webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
+        if self.spec.secret:
+            headers["webhook-signature"] = sign(self.spec.secret, msg_id, timestamp, body)
+        return headers
+
+    def _post(self, msg_id: str, body: bytes) -> Delivery:
+        if not self.spec.allow_private:
+            parts = urlsplit(self.spec.url)
+            if problem := destination_problem(parts.hostname, parts.port):
+                return Delivery(False, f"blocked: {problem}")
+        try:
+            response = self.client.post(self.spec.url, content=body, headers=self.headers(msg_id, body))
+        except httpx.TimeoutException:
+            return Delivery(False, f"timeout after {self.spec.timeout:g}s")
+        except httpx.HTTPError as exc:
+            return Delivery(False, f"{type(exc).__name__}: {exc}")
+        if 200 <= response.status_code < 300:
+            return Delivery(True)
+        return Delivery(False, f"http {response.status_code}", _retry_after(response))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- apprise ------------------------------------------------------------------------------------
+
+
+class AppriseChannel:
+    """Any Apprise URL; one Apprise object per channel, so a retry never repeats another target."""
+
+    def __init__(self, spec: AlertSpec) -> None:
+        import apprise
+
+        self.spec, self.id = spec, spec.channel_id
+        asset = apprise.AppriseAsset(allow_templates=False, storage_mode="memory",
+                                     service_timeout=spec.timeout)
+        asset.async_mode = False
+        asset.http_redirects = False
+        self.apprise = apprise.Apprise(asset=asset)
+        self.valid = bool(self.apprise.add(spec.url))
+        self.body_format = apprise.NotifyFormat.HTML
+
+    def send(self, event: ClaimedEvent) -> Delivery:
+        return self._notify(*event_message(event))
+
+    def send_digest(self, events: Sequence[ClaimedEvent]) -> Delivery:
+        return self._notify(*digest_message(events))
+
+    def _notify(self, title: str, body: str) -> Delivery:
+        if not self.valid:
+            return Delivery(False, "not a usable Apprise URL")
+        if not self.spec.allow_private:
+            host = apprise_host(self.spec.url)
+            if host and (problem := destination_problem(host)):
+                return Delivery(False, f"blocked: {problem}")
+        result = self.apprise.notify(title=title, body=body, body_format=self.body_format)
+        return Delivery(True) if result else Delivery(False, "apprise: the notification was not sent")
+
+    def close(self) -> None:
+        self.apprise.clear()
+
+
+def build_channel(spec: AlertSpec) -> Channel:
+    if spec.kind == "webhook":
+        return WebhookChannel(spec)
+    return AppriseChannel(spec)
