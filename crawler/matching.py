@@ -17,12 +17,12 @@ soft hyphens, zero-width characters and Unicode spaces make no difference.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, count
 from typing import TYPE_CHECKING
 
 import Stemmer
@@ -38,6 +38,8 @@ _MARKS = "\u0300-\u036f"
 # A word: letters/digits (not "_", not CJK), possibly with combining marks or invisible
 # characters inside; or one CJK character.
 TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+(?:[{_MARKS}{_INVISIBLE}]+[^\W_{_CJK}]*)*")
+# The same, captured: split() gives [gap, token, gap, token, ..., gap].
+_PIECES = re.compile(f"({TOKEN.pattern})")
 # What may separate the words of one name: spaces, hyphens, quotes, invisible characters.
 _GAP = re.compile(r"[\s\-\u2010-\u2013'\"\u2018-\u201f\u2039\u203a\u00ab\u00bb"
                   rf"{_INVISIBLE}]*\Z")
@@ -45,6 +47,7 @@ _SENTENCE_END = re.compile(r"[\u3002\uff01\uff1f]+|[.!?\u2026]+[\"')\]\u00bb\u20
                            r"|\n[ \t\u00a0]*\n")
 _SPACES = re.compile(r"\s+")
 _DROP_INVISIBLE = str.maketrans("", "", _INVISIBLE)
+_HAS_INVISIBLE = re.compile(f"[{_INVISIBLE}]")
 # Kazakh Cyrillic and Azerbaijani/Turkish Latin letters: an alias with one of them is a
 # Turkic name, matched word for word with a tolerant ending on its last word.
 _TURKIC = frozenset("ӘәҒғҚқҢңӨөҰұҮүҺһІіƏəĞğİıŞşÇçÖöÜü")
@@ -76,6 +79,21 @@ class _Entry:
     exclude: bool
 
 
+class _KeyCache(dict[str, tuple[str, ...]]):
+    """Token → keys, filled on demand; emptied when full (cheaper than an LRU per lookup)."""
+
+    def __init__(self, analyse: Callable[[str], tuple[str, ...]], limit: int) -> None:
+        super().__init__()
+        self._analyse = analyse
+        self._limit = limit
+
+    def __missing__(self, token: str) -> tuple[str, ...]:
+        if len(self) >= self._limit:
+            self.clear()
+        keys = self[token] = self._analyse(token)
+        return keys
+
+
 class _Node:
     __slots__ = ("children", "entries")
 
@@ -99,24 +117,26 @@ def _morph() -> MorphAnalyzer:
     return MorphAnalyzer(lang="ru")
 
 
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+_LATIN = re.compile("[A-Za-z\u00c0-\u02af]")
+
+
 def _is_cyrillic(char: str) -> bool:
     return "\u0400" <= char <= "\u04ff"
 
 
 def fold_lookalikes(word: str) -> str:
     """Write a token that mixes Latin and Cyrillic letters in its main script ("CВМДА")."""
-    if word.isascii():
+    if word.isascii() or not (_CYRILLIC.search(word) and _LATIN.search(word)):
         return word
     cyrillic = sum(1 for char in word if _is_cyrillic(char))
     latin = sum(1 for char in word if char < "\u0300" and char.isalpha())
-    if not cyrillic or not latin:
-        return word
     return word.translate(_TO_CYRILLIC if cyrillic >= latin else _TO_LATIN)
 
 
 def clean_token(token: str) -> str:
     """Drop invisible characters, compose (NFKC), fold look-alikes and ё."""
-    word = token.translate(_DROP_INVISIBLE)
+    word = token.translate(_DROP_INVISIBLE) if _HAS_INVISIBLE.search(token) else token
     if not word.isascii():
         word = fold_lookalikes(unicodedata.normalize("NFKC", word))
         word = word.replace("ё", "е").replace("Ё", "Е")
@@ -153,6 +173,7 @@ class OrgMatcher:
         self._en = Stemmer.Stemmer("english")
         self._root = _Node()
         self._vocabulary: set[str] = set()
+        self._stem_keys: dict[str, set[str]] = {}  # Snowball stem of a text word → "s" keys
         self._prefixes: list[int] = []
         for spec in organisations:
             for alias in spec.aliases:
@@ -160,7 +181,7 @@ class OrgMatcher:
             for phrase in spec.exclude:
                 self._add(_Entry(spec.id, phrase, exclude=True))
         self._prefixes.sort()
-        self._analyse = functools.lru_cache(maxsize=CACHE_SIZE)(self._token_keys)
+        self._cache = _KeyCache(self._token_keys, CACHE_SIZE)
 
     # -- compiling -------------------------------------------------------------------------
 
@@ -188,11 +209,22 @@ class OrgMatcher:
         return ["s" + self._base_stem(word) for word in lowered]
 
     def _base_stem(self, word: str) -> str:
-        """The stem of an alias word: of its most likely lemma for Russian words."""
-        if any(_is_cyrillic(char) for char in word):
-            lemma = _morph().parse(word)[0].normal_form.replace("ё", "е")
-            return self._ru.stemWord(lemma)
-        return self._en.stemWord(word)
+        """The stem of an alias word, registered under the stems of all its forms.
+
+        A Russian word's key is the stem of its most likely lemma; every form of every
+        lexeme pymorphy3 knows for it maps to that key ("кубка" → "кубок"), so the text
+        side needs only a Snowball stem per token.
+        """
+        if not _CYRILLIC.search(word):
+            stem = self._en.stemWord(word)
+            self._stem_keys.setdefault(stem, set()).add("s" + stem)
+            return stem
+        parses = _morph().parse(word)
+        stem = self._ru.stemWord(parses[0].normal_form.replace("ё", "е"))
+        forms = {form.word.replace("ё", "е") for parse in parses for form in parse.lexeme}
+        for form_stem in self._ru.stemWords([word, *forms]):
+            self._stem_keys.setdefault(form_stem, set()).add("s" + stem)
+        return stem
 
     # -- analysing text --------------------------------------------------------------------
 
@@ -200,35 +232,26 @@ class OrgMatcher:
         """Every key of one text token that occurs in some alias (usually none)."""
         word = clean_token(token)
         lower = lower_word(word)
-        candidates = {"w" + lower, *("s" + stem for stem in self._stems(lower))}
-        if word == word.upper():
-            candidates.add(acronym_key(word))
+        stemmer = self._ru if _CYRILLIC.search(lower) else self._en
+        keys = set(self._stem_keys.get(stemmer.stemWord(lower), ()))
+        if "w" + lower in self._vocabulary:
+            keys.add("w" + lower)
+        if word == word.upper() and acronym_key(word) in self._vocabulary:
+            keys.add(acronym_key(word))
         for length in self._prefixes:
             if length > len(lower):
                 break
-            if len(lower) - length <= MAX_ENDING:
-                candidates.add("p" + lower[:length])
-        return tuple(key for key in candidates if key in self._vocabulary)
-
-    def _stems(self, lower: str) -> set[str]:
-        """The surface stem and, for Russian words, the stems of every lemma."""
-        if not any(_is_cyrillic(char) for char in lower):
-            return {self._en.stemWord(lower)}
-        stems = {self._ru.stemWord(lower)}
-        if len(lower) > 2 and _TURKIC.isdisjoint(lower):
-            lemmas = {parse.normal_form.replace("ё", "е") for parse in _morph().parse(lower)}
-            stems.update(self._ru.stemWords(list(lemmas)))
-        return stems
+            if len(lower) - length <= MAX_ENDING and "p" + lower[:length] in self._vocabulary:
+                keys.add("p" + lower[:length])
+        return tuple(keys)
 
     def _walk(self, keys: Sequence[tuple[str, ...]]) -> list[tuple[int, int, list[_Entry]]]:
         """Token ranges [i, j) whose keys spell a phrase, with the phrase's entries."""
         found: list[tuple[int, int, list[_Entry]]] = []
         roots = self._root.children
         size = len(keys)
-        for i, token_keys in enumerate(keys):
-            if not token_keys:
-                continue
-            nodes = [roots[key] for key in token_keys if key in roots]
+        for i in compress(count(), keys):
+            nodes = [roots[key] for key in keys[i] if key in roots]
             j = i + 1
             while nodes:
                 found.extend((i, j, node.entries) for node in nodes if node.entries)
@@ -243,19 +266,32 @@ class OrgMatcher:
 
     def find(self, text: str) -> list[Match]:
         """Every organisation mention in ``text``, sorted by start, without overlaps."""
-        keys = list(map(self._analyse, TOKEN.findall(text)))
+        pieces = _PIECES.split(text)
+        keys = list(map(self._cache.__getitem__, pieces[1::2]))
         found = self._walk(keys)
         if not found:
             return []
-        spans = [token.span() for token in TOKEN.finditer(text)]
-        hits = [_Hit(spans[i][0], spans[j - 1][1], entries) for i, j, entries in found
-                if _joined(text, spans, i, j)]
+        starts = _token_starts(pieces, sorted({i for i, _, _ in found}))
+        hits = [_Hit(starts[i], starts[i] + sum(map(len, pieces[2 * i + 1:2 * j])), entries)
+                for i, j, entries in found if _joined(pieces, i, j)]
         return _Resolver(text).resolve(hits)
 
 
-def _joined(text: str, spans: list[tuple[int, int]], i: int, j: int) -> bool:
+def _token_starts(pieces: list[str], tokens: list[int]) -> dict[int, int]:
+    """Start offsets of some tokens (ascending numbers) from split() pieces."""
+    starts: dict[int, int] = {}
+    offset = position = 0
+    for token in tokens:
+        piece = 2 * token + 1
+        offset += sum(map(len, pieces[position:piece]))
+        position = piece
+        starts[token] = offset
+    return starts
+
+
+def _joined(pieces: list[str], i: int, j: int) -> bool:
     """Whether tokens i..j-1 are separated only by spaces, hyphens or quotes."""
-    return all(_GAP.match(text, spans[k][1], spans[k + 1][0]) for k in range(i, j - 1))
+    return all(_GAP.match(pieces[2 * k]) for k in range(i + 1, j))
 
 
 class _Resolver:
@@ -263,7 +299,6 @@ class _Resolver:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._ends: list[int] | None = None
 
     def resolve(self, hits: list[_Hit]) -> list[Match]:
         vetoes = [(hit.start, entry.organisation) for hit in hits for entry in hit.entries
@@ -289,39 +324,39 @@ class _Resolver:
             orgs[entry.organisation] = entry.phrase
         return orgs
 
-    def _sentence(self, position: int) -> tuple[int, int]:
-        if self._ends is None:
-            self._ends = [m.end() for m in _SENTENCE_END.finditer(self.text)]
-        index = bisect.bisect_right(self._ends, position)
-        start = self._ends[index - 1] if index else 0
-        end = self._ends[index] if index < len(self._ends) else len(self.text)
-        return start, end
-
     def _same_sentence(self, a: int, b: int) -> bool:
-        return self._sentence(a) == self._sentence(b)
+        """Whether no sentence ends between two positions."""
+        low, high = min(a, b), max(a, b)
+        return _SENTENCE_END.search(self.text, low, high) is None
 
     def _match(self, org: str, alias: str, start: int, end: int) -> Match:
         return Match(org, alias, self.text[start:end], start, end, self._snippet(start, end))
 
     def _snippet(self, start: int, end: int) -> str:
-        first, last = self._sentence(start)
-        left, right = max(first, start - SNIPPET_RADIUS), min(last, end + SNIPPET_RADIUS)
-        if left > first:
-            left = _word_start(self.text, left, start)
-        if right < last:
-            right = _word_end(self.text, right, end)
-        piece = _SPACES.sub(" ", self.text[left:right].translate(_DROP_INVISIBLE)).strip()
-        return ("…" if left > first else "") + piece + ("…" if right < last else "")
+        """The sentence around [start, end), at most SNIPPET_RADIUS characters either side."""
+        text = self.text
+        left = max(0, start - SNIPPET_RADIUS)
+        stops = [m.end() for m in _SENTENCE_END.finditer(text, left, start)]
+        cut_left = not stops and left > 0
+        left = stops[-1] if stops else _word_start(text, left, start) if cut_left else left
+        right = min(len(text), end + SNIPPET_RADIUS)
+        stop = _SENTENCE_END.search(text, end, right)
+        cut_right = stop is None and right < len(text)
+        right = stop.end() if stop else _word_end(text, right, end) if cut_right else right
+        piece = _SPACES.sub(" ", text[left:right].translate(_DROP_INVISIBLE)).strip()
+        return ("…" if cut_left else "") + piece + ("…" if cut_right else "")
 
 
 def _word_start(text: str, left: int, limit: int) -> int:
-    space = text.find(" ", left, limit)
-    return space + 1 if space >= 0 else left
+    """The first word start at or after ``left`` (before ``limit``)."""
+    space = _SPACES.search(text, left, limit)
+    return space.end() if space else left
 
 
 def _word_end(text: str, right: int, limit: int) -> int:
-    space = text.rfind(" ", limit, right)
-    return space if space >= 0 else right
+    """The last word end at or before ``right`` (after ``limit``)."""
+    spaces = [m.start() for m in _SPACES.finditer(text, limit, right)]
+    return spaces[-1] if spaces else right
 
 
 def _leftmost_longest(
