@@ -35,13 +35,16 @@ _CANONICAL = "//link[contains(concat(' ', normalize-space(@rel), ' '), ' canonic
 _MAX_JSON_LD = 200_000
 
 
-def extract_article(html: str, *, url: str, selector: str | None = None) -> Article:
+def extract_article(
+    html: str, *, url: str, selector: str | None = None, timezone: str = "UTC"
+) -> Article:
     """Text, title, canonical URL and publication time of an article page.
 
     :param html: the page, already decoded (see :func:`crawler.encoding.decode_body`).
     :param url: the page's URL, for relative links.
     :param selector: a CSS selector for the body (the source's ``article_selector``);
         without one, or when it matches nothing, trafilatura finds the main text.
+    :param timezone: zone for a publication time given without an offset.
     trafilatura only ever sees the HTML given here; it never fetches anything.
     """
     page = Selector(text=html or "<html></html>", base_url=url)
@@ -50,7 +53,7 @@ def extract_article(html: str, *, url: str, selector: str | None = None) -> Arti
         text=text or _main_text(html, url),
         title=_title(page),
         canonical_url=_canonical(page, url),
-        published_at=_published(page),
+        published_at=_published(page, timezone),
     )
 
 
@@ -92,9 +95,9 @@ def _canonical(page: Selector, url: str) -> str | None:
     return None
 
 
-def _published(page: Selector) -> datetime | None:
+def _published(page: Selector, timezone: str) -> datetime | None:
     for value in _date_candidates(page):
-        if parsed := parse_date(value):
+        if parsed := parse_date(value, timezone=timezone):
             return parsed
     return None
 
