@@ -1,0 +1,1 @@
+"""`newsmon serve`: the HTTP JSON API, the web page and /metrics (FastAPI under uvicorn)."""
