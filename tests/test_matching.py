@@ -167,6 +167,17 @@ def test_empty_and_matchless_texts(matcher: OrgMatcher) -> None:
     assert OrgMatcher([]).find("СВМДА") == []
 
 
+def test_a_full_token_cache_is_emptied_and_refilled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import crawler.matching
+
+    monkeypatch.setattr(crawler.matching, "CACHE_SIZE", 3)
+    small = OrgMatcher(builtin_organisations())
+    cases = [case for case in CASES if not case.known_gap][:40]
+    first = [small.find(case.text) for case in cases]
+    assert [small.find(case.text) for case in cases] == first
+    assert [organisation_ids(m) for m in first] == [sorted(case.expected) for case in cases]
+
+
 # -- exclude ------------------------------------------------------------------------------------
 
 
