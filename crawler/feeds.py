@@ -14,7 +14,7 @@ import feedparser
 from crawler.dates import datetime_from_struct, parse_date, parse_date_fast
 from crawler.items import Entry, ParseResult
 from crawler.text import clean_text, html_to_text
-from crawler.urls import absolute_url
+from crawler.urls import absolute_url, is_http_url
 
 _ROOT = re.compile(rb"<[A-Za-z_]")
 # One token of an XML prolog; a DOCTYPE is recognised by its start and measured separately.
@@ -296,9 +296,11 @@ def _parse_json_feed(body: bytes, *, url: str, timezone: str,
 
 def _json_feed_entry(item: Mapping[str, Any], base: str, timezone: str,
                      language: str | None) -> Entry | None:
-    link = next((resolved for key in ("url", "external_url", "id")
-                 if isinstance(item.get(key), str)
-                 and (resolved := absolute_url(base, item[key]))), None)
+    candidates = [item.get("url"), item.get("external_url")]
+    if is_http_url(item.get("id")):  # an id is a link only when it is a whole URL
+        candidates.append(item.get("id"))
+    link = next((resolved for value in candidates
+                 if isinstance(value, str) and (resolved := absolute_url(base, value))), None)
     if link is None:
         return None
     html = item.get("content_html")
