@@ -1,19 +1,4 @@
-"""Finding tracked organisations in text: aliases compiled to token-key tries, any case form.
-
-How it works. Text and aliases are cut into the same word tokens (a CJK character is a
-token of its own). Each distinct token is analysed once (cached) into *keys*:
-
-* ``A`` + the token as written, for tokens without lower-case letters (acronyms; Latin and
-  Cyrillic look-alike letters inside one token are folded to the token's main script);
-* ``s`` + a Snowball stem of the lower-cased token and of each of its pymorphy3 lemmas
-  (Russian), so every grammatical case of a name maps to the keys of its base form;
-* ``w`` + the lower-cased token, and ``p`` + any alias word it starts with (Kazakh and
-  Azerbaijani names, whose last word takes agglutinated endings: ``Təşkilatının``).
-
-An alias is a sequence of keys in a trie; a match is a run of consecutive tokens whose keys
-walk the trie to an alias, with only spaces, hyphens or quotes between them. ``ё``/``е``,
-soft hyphens, zero-width characters and Unicode spaces make no difference.
-"""
+"""Finding tracked organisations in text: aliases compiled to token-key tries, any case form."""
 
 from __future__ import annotations
 
@@ -166,6 +151,22 @@ class OrgMatcher:
 
     Compile once, call :meth:`find` for every item. Not thread-safe (the Snowball stemmers
     are not): use one matcher per thread.
+
+    How it works. Text and aliases are cut into the same word tokens (a CJK character is a
+    token of its own). Each distinct token is analysed once (cached) into *keys*:
+
+    * ``A`` + the token as written, for tokens without lower-case letters (acronyms; Latin and
+      Cyrillic look-alike letters inside one token are folded to the token's main script);
+    * ``s`` + the stem of an alias word's lemma, for a text token whose Snowball stem is the
+      stem of some form of that word: pymorphy3 generates every form of every Russian alias
+      word once, at compile time, so each grammatical case ("Совещании", "Кубка") leads to
+      the key of the base form, and the text side needs only one Snowball stem per token;
+    * ``w`` + the lower-cased token, and ``p`` + any alias word it starts with (Kazakh and
+      Azerbaijani names, whose last word takes agglutinated endings: ``Təşkilatının``).
+
+    An alias is a sequence of keys in a trie; a match is a run of consecutive tokens whose keys
+    walk the trie to an alias, with only spaces, hyphens or quotes between them. ``ё``/``е``,
+    soft hyphens, zero-width characters and Unicode spaces make no difference.
     """
 
     def __init__(self, organisations: Sequence[OrganisationSpec]) -> None:
