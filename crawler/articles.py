@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from cssselect import SelectorError
 from parsel import Selector
 
 from crawler.dates import parse_date
@@ -60,7 +61,7 @@ def extract_article(
 def _selected_text(page: Selector, selector: str) -> str:
     try:
         found = page.css(selector).getall()
-    except ValueError:  # a bad selector in the configuration: fall back to trafilatura
+    except (SelectorError, ValueError):  # a bad selector in the configuration: use trafilatura
         return ""
     return clean_text("\n\n".join(html_to_text(part) for part in found))
 

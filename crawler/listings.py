@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from cssselect import SelectorError
 from lxml import etree
 from parsel import Selector, SelectorList
 
@@ -50,21 +51,21 @@ def parse_listing(
     ``empty`` error, because a listing that yields nothing has changed or is blocked.
     """
     page = Selector(text=html or "<html></html>", base_url=url)
-    try:
-        items = page.css(selectors.item)
-    except ValueError as exc:  # a bad selector in the configuration
-        return ParseResult(error=f"bad item selector {selectors.item!r}: {exc}")
     entries: list[Entry] = []
     skipped = 0
     seen: set[str] = set()
-    for item in items:
-        entry = _listing_entry(item, url, selectors, timezone, date_format, language)
-        if entry is None:
-            skipped += 1
-        elif entry.url not in seen:
-            seen.add(entry.url)
-            entries.append(entry)
-    result = ParseResult(entries=entries, next_page=_next_page(page, url, selectors.next))
+    try:
+        for item in page.css(selectors.item):
+            entry = _listing_entry(item, url, selectors, timezone, date_format, language)
+            if entry is None:
+                skipped += 1
+            elif entry.url not in seen:
+                seen.add(entry.url)
+                entries.append(entry)
+        next_page = _next_page(page, url, selectors.next)
+    except (SelectorError, ValueError) as exc:  # a bad selector in the configuration
+        return ParseResult(error=f"bad selector: {exc}")
+    result = ParseResult(entries=entries, next_page=next_page)
     if not entries:
         result.error = f"empty: no item with a link matches {selectors.item!r}"
     elif skipped:
@@ -117,11 +118,7 @@ def _first_link(found: SelectorList[Selector]) -> str | None:
 def _next_page(page: Selector, url: str, css: str | None) -> str | None:
     if not css:
         return None
-    try:
-        href = _first_link(page.css(css))
-    except ValueError:
-        return None
-    nxt = absolute_url(url, href)
+    nxt = absolute_url(url, _first_link(page.css(css)))
     return nxt if nxt and nxt != url else None
 
 

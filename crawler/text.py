@@ -32,6 +32,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _INVISIBLE = re.compile("[\u00ad\u200b\u2060\ufeff]")
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>", re.IGNORECASE)
 _SPACES = re.compile(r"[^\S\n]+")
+_HTML_SPACE = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: NBSP is text
 _BLANK_LINES = re.compile(r"\n{3,}")
 _TAG_LIKE = re.compile(r"<[A-Za-z!/?]")
 _CRUDE_TAG = re.compile(r"<[^>]*>")
@@ -89,8 +90,11 @@ def _text_parts(root: etree._Element) -> list[str]:
     """Text and break markers in document order (iterative: deep trees cannot overflow)."""
     parts: list[str] = []
     last_break = False  # adjacent breaks merge into the strongest one, they never add up
+    pre = 0  # inside <pre>, line breaks in text are real; elsewhere they are spaces
     for event, el in etree.iterwalk(root, events=("start", "end")):
         tag = el.tag.lower() if isinstance(el.tag, str) else ""
+        if tag == "pre":
+            pre += 1 if event == "start" else -1
         mark = _break_for(tag) if tag != "br" or event == "end" else ""
         if mark:
             if last_break and tag != "br":
@@ -100,7 +104,7 @@ def _text_parts(root: etree._Element) -> list[str]:
             last_break = True
         text = el.text if event == "start" else el.tail
         if text:
-            parts.append(text)
+            parts.append(text if pre > 0 else _HTML_SPACE.sub(" ", text))
             last_break = False
     return parts
 
