@@ -11,20 +11,24 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from scheduler.config import AppConfig
+from scheduler.daemon import build_channels, source_rows
+from scheduler.jobs import EventSink, RoundFn, Runtime, dispatch_channel, poll_due_sources, send_digest
 from storage.db import make_engine, make_session_factory
-from storage.models import AlertEvent, Item, Worker
+from storage.models import AlertEvent, Item, Source, Worker
+from storage.repository import PollOutcome, record_poll, sync_sources
 from tests.plugins.receivers import Receiver
 from tests.plugins.sites import Site, rss
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -181,6 +185,7 @@ def deliveries(receiver: Receiver) -> Counter[str]:
     return Counter(r.headers["webhook-id"] for r in receiver.ok("/hook"))
 
 
+@pytest.mark.slow
 def test_new_matching_items_alert_once_within_the_interval(desk: Desk) -> None:
     desk.feed("alpha")
     desk.publish("alpha", ["Weather report for Astana"])
@@ -212,6 +217,7 @@ def test_new_matching_items_alert_once_within_the_interval(desk: Desk) -> None:
     assert desk.count(select(func.count()).select_from(Worker).where(Worker.stopped_at.is_(None))) == 0
 
 
+@pytest.mark.slow
 def test_failing_receiver_loses_nothing(desk: Desk) -> None:
     desk.feed("beta")
     desk.write()
@@ -229,6 +235,7 @@ def test_failing_receiver_loses_nothing(desk: Desk) -> None:
     assert rc == 0
 
 
+@pytest.mark.slow
 def test_kill9_during_a_round_then_restart_delivers_everything(desk: Desk) -> None:
     desk.feed("gamma")
     slow = desk.site.unique("/slowkey")
@@ -257,6 +264,7 @@ def test_kill9_during_a_round_then_restart_delivers_everything(desk: Desk) -> No
     assert desk.count(select(func.count(func.distinct(Item.canonical_url)))) == 4
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_slow_round_exits_0_within_10s(desk: Desk) -> None:
     desk.feed("delta")
     desk.extra_sources.append(
@@ -276,3 +284,106 @@ def test_sigterm_during_a_slow_round_exits_0_within_10s(desk: Desk) -> None:
     finally:
         rc, took = daemon.terminate(timeout=12)
     assert rc == 0 and took < 10, daemon.output()[-3000:]
+
+
+# --- the jobs, called directly (no APScheduler, no processes) -------------------------------------
+
+
+def make_runtime(db_url: str, receiver: Receiver, run_round: RoundFn, now: list[datetime],
+                 mode: str = "instant") -> Runtime:
+    alert: dict[str, object] = {"kind": "webhook", "id": "hook", "url": f"{receiver.url}/hook",
+                                "allow_private": True, "mode": mode}
+    if mode == "digest":
+        alert["schedule"] = "0 9 * * *"
+    config = AppConfig.model_validate({
+        "storage": {"url": db_url},
+        "sources": [{"id": s, "url": f"http://127.0.0.1:9/{s}", "interval": "60s"} for s in ("a", "b")],
+        "organisations": [{"id": "CICA", "aliases": ["CICA"]}],
+        "alerts": [alert], "daemon": {"max_attempts": 5, "retry_cap": "30s"}})
+    sessions = make_session_factory(make_engine(db_url))
+    with sessions() as session:
+        sync_sources(session, source_rows(config), now[0])
+        session.commit()
+    return Runtime(config=config, sessions=sessions, worker_id="w1", channels=build_channels(config),
+                   run_round=run_round, clock=lambda: now[0])
+
+
+def add_event(rt: Runtime, at: datetime) -> str:
+    event_id = str(uuid.uuid4())
+    with rt.sessions() as session:
+        session.add(AlertEvent(event_id=event_id, channel="hook", organisations='["CICA"]',
+                               payload=f'{{"event_id": "{event_id}", "event": "match"}}',
+                               created_at=at, next_attempt_at=at))
+        session.commit()
+    return event_id
+
+
+def test_poll_job_settles_every_claimed_source(sqlite_url: str, receiver: Receiver) -> None:
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+    rounds: list[list[str]] = []
+
+    def one_source_only(ids: Sequence[str], sink: EventSink) -> None:
+        rounds.append(list(ids))
+        with rt.sessions() as session:
+            record_poll(session, PollOutcome("a", now[0], now[0], "ok",
+                                             next_poll_at=now[0] + timedelta(seconds=60)), "w1")
+            session.commit()
+        sink({"kind": "source", "source_id": "a", "outcome": "ok", "new": 1})
+
+    rt = make_runtime(sqlite_url, receiver, one_source_only, now)
+    assert poll_due_sources(rt) == 2
+    assert rounds == [["a", "b"]]
+    assert poll_due_sources(rt) == 0  # nothing due: no hot loop for the unfinished source
+    with rt.sessions() as session:
+        b = session.get(Source, "b")
+        assert b is not None and b.lease_owner is None and b.failures == 1
+        assert b.last_error_class == "timeout" and b.next_poll_at is not None
+        assert b.next_poll_at > now[0]
+
+
+def test_a_crashing_round_costs_its_sources_an_error(sqlite_url: str, receiver: Receiver) -> None:
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+
+    def crash(ids: Sequence[str], sink: EventSink) -> None:
+        raise RuntimeError("crawler exploded")
+
+    rt = make_runtime(sqlite_url, receiver, crash, now)
+    woken: list[bool] = []
+    rt.wake_dispatch = lambda: woken.append(True)
+    assert poll_due_sources(rt) == 2
+    assert woken == [True]
+    with rt.sessions() as session:
+        rows = session.scalars(select(Source)).all()
+        assert {(s.id, s.last_error_class, s.lease_owner) for s in rows} == {("a", "crash", None),
+                                                                           ("b", "crash", None)}
+
+
+def test_dispatch_pauses_a_failing_channel_then_sends_everything(sqlite_url: str,
+                                                                  receiver: Receiver) -> None:
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+    rt = make_runtime(sqlite_url, receiver, lambda ids, sink: None, now)
+    ids = [add_event(rt, now[0]) for _ in range(3)]
+    receiver.fail(500, times=1)
+    assert dispatch_channel(rt, "hook") == 0
+    assert len(receiver.requests) == 1  # the others were not hammered
+    assert dispatch_channel(rt, "hook") == 0 and len(receiver.requests) == 1  # paused
+    now[0] += timedelta(seconds=31)
+    assert dispatch_channel(rt, "hook") == 3
+    assert sorted(deliveries(receiver)) == sorted(ids)
+    assert [r.headers["webhook-id"] for r in receiver.requests].count(receiver.requests[0].headers["webhook-id"]) == 2
+
+
+def test_digest_job_sends_one_message_and_retries_as_a_digest(sqlite_url: str,
+                                                              receiver: Receiver) -> None:
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+    rt = make_runtime(sqlite_url, receiver, lambda ids, sink: None, now, mode="digest")
+    channel_id = "hook"
+    for _ in range(2):
+        add_event(rt, now[0])
+    assert dispatch_channel(rt, channel_id) == 0  # a digest waits for its schedule
+    receiver.fail(500, times=1)
+    assert send_digest(rt, channel_id) == 0
+    now[0] += timedelta(seconds=31)
+    assert dispatch_channel(rt, channel_id) == 2  # the failed digest is retried as one
+    digests = receiver.ok("/hook")
+    assert len(digests) == 1 and len(digests[0].json["events"]) == 2
