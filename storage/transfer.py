@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import IO, Any
 
 from sqlalchemy import select
@@ -66,20 +67,27 @@ def export_warc(session: Session, out: IO[bytes], since_id: int = 0) -> int:
             headers = [(k, v) for k, v in headers.items()
                        if k.lower() not in ("content-length", "transfer-encoding",
                                             "content-encoding")]
-            status = version.raw_status or 200
-            http_headers = StatusAndHeaders(f"{status} OK", headers, protocol="HTTP/1.1")
+            http_headers = StatusAndHeaders(_status_line(version.raw_status or 200), headers,
+                                            protocol="HTTP/1.1")
             body = raw_body(version)
             record = writer.create_warc_record(
                 version.raw_url or item.url, "response", payload=_BytesReader(body),
                 length=len(body), http_headers=http_headers,
                 warc_headers_dict={
                     "WARC-Date": version.fetched_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "WARC-Payload-Digest-Item": f"{item.id}/{version.version}",
                     "X-Newsmon-Item": str(item.id), "X-Newsmon-Version": str(version.version),
                 })
             writer.write_record(record)
             count += 1
     return count
+
+
+def _status_line(status: int) -> str:
+    """``"404 Not Found"``: the code with its standard reason phrase (none for unknown codes)."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 class _BytesReader:
