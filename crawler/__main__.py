@@ -1,0 +1,114 @@
+"""``python -m crawler``: one crawl round in a fresh process. Reads a CrawlJob (JSON) on stdin,
+writes events (JSON lines) on stdout, logs on stderr; exit 0 when the round ran."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any, TextIO
+
+from loguru import logger
+from pydantic import ValidationError
+
+from crawler.job import CrawlJob
+
+EXIT_OK = 0
+EXIT_BAD_JOB = 2
+EXIT_WATCHDOG = 124
+# Seconds past the job's deadline before the watchdog ends a round that failed to stop.
+WATCHDOG_GRACE = 3.0
+
+
+class _InterceptHandler(logging.Handler):
+    """stdlib logging (Scrapy, Twisted) into loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
+
+
+def setup_logging(level: str, json_lines: bool) -> None:
+    """loguru on stderr; stdlib records below ``level`` are dropped before formatting."""
+    logger.remove()
+    logger.add(sys.stderr, level=level.upper(), serialize=json_lines, colorize=False,
+               backtrace=False, diagnose=False,  # no local variables (feed content) in logs
+               format="{time:HH:mm:ss} {level: <7} crawl {message}")
+    handler = _InterceptHandler(level=logging.getLevelName(level.upper()))
+    logging.basicConfig(handlers=[handler], level=logging.NOTSET, force=True)
+    # A robots.txt that cannot be fetched is logged with a full traceback; the request after
+    # it fails (and is classified) on its own.
+    logging.getLogger("scrapy.downloadermiddlewares.robotstxt").setLevel(logging.CRITICAL)
+
+
+def events_stream() -> TextIO:
+    """A private copy of stdout for events; fd 1 itself then goes to stderr, so nothing a
+    library prints can corrupt the event stream."""
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    return out
+
+
+def start_watchdog(seconds: float) -> threading.Timer:
+    """Ends the process if the round overruns its deadline (a hung parser, a stuck stop)."""
+    def expire() -> None:
+        logger.error("the round overran its deadline of {:.0f}s; exiting", seconds)
+        os._exit(EXIT_WATCHDOG)
+
+    timer = threading.Timer(seconds + WATCHDOG_GRACE, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def read_job(text: str) -> CrawlJob:
+    return CrawlJob.model_validate_json(text)
+
+
+def run_round(job: CrawlJob, out: TextIO) -> None:
+    """Crawl every source of ``job``; one event per source on ``out``."""
+    from scrapy.crawler import AsyncCrawlerProcess
+
+    from crawler.polls import RoundContext, RoundLedger, emit_line
+    from crawler.settings import round_settings
+    from crawler.spiders.round import RoundSpider
+    from storage.db import make_engine, make_session_factory
+
+    engine = make_engine(job.database_url)
+    sessions = make_session_factory(engine)
+
+    def emit(event: Any) -> None:
+        emit_line(event, out)
+
+    ledger = RoundLedger(sessions, job.crawl, worker_id=job.worker_id, progress=job.progress,
+                         emit=emit)
+    context = RoundContext(job=job, sessions=sessions, ledger=ledger)
+    process = AsyncCrawlerProcess(round_settings(job))
+    process.crawl(RoundSpider, context=context)
+    process.start(install_signal_handlers=True)
+    engine.dispose()
+
+
+def main() -> int:
+    try:
+        job = read_job(sys.stdin.read())
+    except ValidationError as exc:
+        print(f"crawler: the job on stdin is not a valid CrawlJob: {exc}", file=sys.stderr)
+        return EXIT_BAD_JOB
+    setup_logging(job.log_level, job.log_json)
+    out = events_stream()
+    if not job.sources:
+        return EXIT_OK
+    start_watchdog(job.deadline_seconds)
+    run_round(job, out)
+    out.flush()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

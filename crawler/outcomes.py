@@ -1,0 +1,89 @@
+"""Error classes of a poll and the mapping from download failures and HTTP answers to them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadFailedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+    ResponseDataLossError,
+)
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.internet import error as tx_error
+from twisted.internet.defer import CancelledError
+from twisted.internet.defer import TimeoutError as TxTimeoutError
+from twisted.web._newclient import ResponseNeverReceived
+
+from crawler.errors import RefusedRequestError
+
+TIMEOUT: Final = "timeout"
+DNS: Final = "dns"
+CONNECT: Final = "connect"
+HTTP_4XX: Final = "http-4xx"
+HTTP_5XX: Final = "http-5xx"
+TOO_LARGE: Final = "too-large"
+REDIRECTS: Final = "redirects"
+PARSE: Final = "parse"
+BLOCKED: Final = "blocked"
+EMPTY: Final = "empty"
+ROBOTS: Final = "robots"
+SSRF: Final = "ssrf"
+DATA_LOSS: Final = "data-loss"
+ERROR_CLASSES: Final = (TIMEOUT, DNS, CONNECT, HTTP_4XX, HTTP_5XX, TOO_LARGE, REDIRECTS, PARSE,
+                        BLOCKED, EMPTY, ROBOTS, SSRF, DATA_LOSS)
+
+_TIMEOUTS = (DownloadTimeoutError, TxTimeoutError, tx_error.TimeoutError, tx_error.TCPTimedOutError)
+_DNS = (CannotResolveHostError, tx_error.DNSLookupError)
+_CONNECT = (DownloadConnectionRefusedError, tx_error.ConnectError, tx_error.ConnectionLost,
+            ResponseNeverReceived, DownloadFailedError)
+_MAX_MESSAGE = 300
+
+
+def status_class(status: int) -> str:
+    """``http-4xx`` or ``http-5xx`` for an error status."""
+    return HTTP_5XX if status >= 500 else HTTP_4XX
+
+
+def classify_exception(exc: BaseException) -> tuple[str, str]:
+    """The error class and a short message for an exception that ended a request."""
+    message = _message(exc)
+    if isinstance(exc, RefusedRequestError):
+        return SSRF, message
+    if isinstance(exc, HttpError):
+        return status_class(exc.response.status), f"HTTP {exc.response.status}"
+    if isinstance(exc, IgnoreRequest):
+        return _ignored_class(message), message
+    if isinstance(exc, _TIMEOUTS):
+        return TIMEOUT, message
+    if isinstance(exc, _DNS):
+        return DNS, message
+    if isinstance(exc, DownloadCancelledError):  # Scrapy cancels a body over DOWNLOAD_MAXSIZE
+        return TOO_LARGE, message if str(exc).strip() else "the response exceeded max_response_size"
+    if isinstance(exc, CancelledError):
+        return TIMEOUT, message
+    if isinstance(exc, ResponseDataLossError):
+        return DATA_LOSS, message
+    if isinstance(exc, _CONNECT):
+        return CONNECT, message
+    return CONNECT, message
+
+
+def _ignored_class(message: str) -> str:
+    low = message.lower()
+    if "robots.txt" in low:
+        return ROBOTS
+    if "redirection" in low or "redirect" in low:
+        return REDIRECTS
+    if "download_maxsize" in low or "max size" in low or "larger than" in low:
+        return TOO_LARGE
+    return CONNECT
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:_MAX_MESSAGE]

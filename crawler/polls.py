@@ -1,0 +1,234 @@
+"""The bookkeeping of one crawl round: per source, its stored polling state, what its poll has
+found so far, when its request chain is over, and recording that (fetch log, next poll, event)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from loguru import logger
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from crawler.job import ProgressEvent, SourceEvent
+from crawler.outcomes import EMPTY
+from crawler.policy import Hints, next_poll_at
+from crawler.sources import CrawlSettings, SourceSpec
+from storage.models import Source
+from storage.repository import PollOutcome, record_poll
+
+LISTING_KINDS = frozenset({"html", "json", "telegram"})
+Outcome = Literal["ok", "not-modified", "error"]
+
+
+def body_hash(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the database remembers of a source between polls."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    had_items: bool = False
+    failures: int = 0
+
+
+def load_states(session: Session, specs: Iterable[SourceSpec], now: datetime) -> dict[str, SourceState]:
+    """The stored state of each source; a source without a row gets one (items need it)."""
+    specs = list(specs)
+    rows = {s.id: s for s in session.scalars(select(Source).where(Source.id.in_([s.id for s in specs])))}
+    states = {}
+    for spec in specs:
+        row = rows.get(spec.id)
+        if row is None:
+            session.add(Source(id=spec.id, kind=spec.kind, url=spec.url, name=spec.name,
+                               language=spec.language, enabled=spec.enabled, created_at=now,
+                               failures=0, had_items=False))
+            states[spec.id] = SourceState()
+            continue
+        same_url = row.url == spec.url
+        states[spec.id] = SourceState(
+            etag=row.etag if same_url else None,
+            last_modified=row.last_modified if same_url else None,
+            body_hash=row.body_hash if same_url else None,
+            had_items=bool(row.had_items), failures=row.failures or 0)
+    return states
+
+
+@dataclass
+class SourcePoll:
+    """One source's poll in progress."""
+
+    spec: SourceSpec
+    state: SourceState
+    started_at: datetime
+    pending_requests: int = 0
+    pending_items: int = 0
+    requests: int = 0
+    pages: int = 0
+    outcome: Outcome = "ok"
+    error_class: str | None = None
+    message: str | None = None
+    http_status: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    hints: Hints = Hints()
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    entries: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    matched: int = 0
+    events: int = 0
+    seen: set[str] = field(default_factory=set)
+    done: bool = False
+
+    @property
+    def idle(self) -> bool:
+        return self.pending_requests <= 0 and self.pending_items <= 0
+
+    def fail(self, error_class: str, message: str, status: int | None = None) -> None:
+        """Mark the poll failed; the first error of a poll is the one recorded."""
+        if self.outcome != "error":
+            self.outcome, self.error_class, self.message = "error", error_class, message[:500]
+            self.http_status = status if status is not None else self.http_status
+
+    def not_modified(self) -> None:
+        if self.outcome == "ok":
+            self.outcome = "not-modified"
+
+    def warn(self, message: str) -> None:
+        if message and len(self.warnings) < 5:
+            self.warnings.append(message[:300])
+
+    def conclude(self) -> None:
+        """Final checks before recording: a listing that used to have items and has none now
+        means its selectors drifted (class ``empty``)."""
+        if (self.outcome == "ok" and self.entries == 0 and self.state.had_items
+                and self.spec.kind in LISTING_KINDS):
+            self.fail(EMPTY, "the listing yielded no items (it had items before)")
+
+    def poll_outcome(self, finished_at: datetime, crawl: CrawlSettings) -> PollOutcome:
+        failures = self.state.failures + 1 if self.outcome == "error" else 0
+        message = self.message
+        if self.outcome != "error" and self.warnings:
+            message = "; ".join(self.warnings)[:500]
+        return PollOutcome(
+            source_id=self.spec.id, started_at=self.started_at, finished_at=finished_at,
+            outcome=self.outcome, error_class=self.error_class, message=message,
+            http_status=self.http_status, new=self.new, updated=self.updated,
+            unchanged=self.unchanged, matched=self.matched, entries=self.entries,
+            etag=self.etag, last_modified=self.last_modified, body_hash=self.body_hash,
+            next_poll_at=next_poll_at(finished_at, interval=self.spec.poll_interval(crawl),
+                                      failures=failures, hints=self.hints,
+                                      max_backoff=crawl.max_backoff, jitter=crawl.jitter))
+
+    def event(self) -> SourceEvent:
+        message = self.message if self.outcome == "error" else ("; ".join(self.warnings) or None)
+        return SourceEvent(source_id=self.spec.id, outcome=self.outcome,
+                           error_class=self.error_class, message=message, new=self.new,
+                           updated=self.updated, unchanged=self.unchanged, matched=self.matched,
+                           events=self.events)
+
+
+def emit_line(event: SourceEvent | ProgressEvent, out: TextIO | None = None) -> None:
+    """Write one event as a JSON line on stdout (the runner reads them)."""
+    out = out or sys.stdout
+    out.write(json.dumps(event.model_dump(), ensure_ascii=False) + "\n")
+    out.flush()
+
+
+class RoundLedger:
+    """All polls of a round; records each one as soon as its request chain is over."""
+
+    def __init__(self, sessions: sessionmaker[Session], crawl: CrawlSettings,
+                 worker_id: str | None = None, progress: bool = False,
+                 emit: Callable[[Any], None] = emit_line,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.sessions, self.crawl, self.worker_id = sessions, crawl, worker_id
+        self.progress, self.emit, self.clock = progress, emit, clock
+        self.polls: dict[str, SourcePoll] = {}
+        self.done_requests = 0
+        self.total_requests = 0
+
+    def open(self, specs: Iterable[SourceSpec]) -> list[SourcePoll]:
+        specs = list(specs)
+        now = self.clock()
+        with self.sessions.begin() as session:
+            states = load_states(session, specs, now)
+        for spec in specs:
+            self.polls[spec.id] = SourcePoll(spec, states[spec.id], now)
+        return list(self.polls.values())
+
+    def request_added(self, poll: SourcePoll) -> None:
+        poll.pending_requests += 1
+        poll.requests += 1
+        self.total_requests += 1
+
+    def request_done(self, poll: SourcePoll) -> None:
+        poll.pending_requests -= 1
+        self.done_requests += 1
+        if self.progress:
+            self.emit(ProgressEvent(done=self.done_requests, total=self.total_requests))
+        self.maybe_finish(poll)
+
+    def item_added(self, poll: SourcePoll) -> None:
+        poll.pending_items += 1
+
+    def item_done(self, poll: SourcePoll) -> None:
+        poll.pending_items -= 1
+        self.maybe_finish(poll)
+
+    def maybe_finish(self, poll: SourcePoll) -> None:
+        if poll.idle and not poll.done:
+            self.finish(poll)
+
+    def finish(self, poll: SourcePoll) -> None:
+        """Record the poll (fetch log, polling state, next poll) and emit its event."""
+        poll.done = True
+        poll.conclude()
+        try:
+            with self.sessions.begin() as session:
+                record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
+        except Exception as exc:  # the job boundary of one source: log, report, go on
+            logger.exception("recording the poll of {} failed", poll.spec.id)
+            poll.fail("storage", f"recording the poll failed: {exc}"[:300])
+        self.emit(poll.event())
+
+    def close(self, reason: str) -> None:
+        """At the end of the crawl: every poll still open ran out of time."""
+        for poll in self.polls.values():
+            if not poll.done:
+                poll.fail("timeout", f"the round ended before the poll did ({reason})")
+                self.finish(poll)
+
+
+@dataclass
+class RoundContext:
+    """What every component of a round shares: the job, the database and the ledger."""
+
+    job: Any  # crawler.job.CrawlJob
+    sessions: sessionmaker[Session]
+    ledger: RoundLedger
+    _matcher: Any = None
+
+    @property
+    def matcher(self) -> Any:
+        """The organisation matcher, built once per round."""
+        if self._matcher is None:
+            from crawler.matching import OrgMatcher
+
+            self._matcher = OrgMatcher(list(self.job.organisations))
+        return self._matcher
+
+    def poll(self, source_id: str) -> SourcePoll:
+        return self.ledger.polls[source_id]

@@ -1,0 +1,88 @@
+"""Scrapy settings of a crawl round: fixed politeness and safety knobs plus the few values that
+come from the job (user agent, timeouts, sizes, robots, deadline, private hosts)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crawler.job import CrawlJob
+
+# Seconds kept between CLOSESPIDER_TIMEOUT and the job's deadline, for the graceful close
+# (pending items stored, polls recorded) before the watchdog would have to step in.
+CLOSE_MARGIN = 5.0
+
+BASE_SETTINGS: dict[str, Any] = {
+    "BOT_NAME": "newsmon",
+    "TWISTED_REACTOR": "twisted.internet.asyncioreactor.AsyncioSelectorReactor",
+    "TELNETCONSOLE_ENABLED": False,
+    "REMOTE_CONTROL_ENABLED": False,  # Scrapy 2.19 default is a code-executing HTTP endpoint
+    "LOG_ENABLED": True,
+    "LOG_INSTALL_ROOT_HANDLER": False,  # stdlib logging goes to loguru (crawler.__main__)
+    "LOG_LEVEL": "WARNING",
+    "COOKIES_ENABLED": False,
+    "CONCURRENT_REQUESTS": 32,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": 2,
+    "DOWNLOAD_DELAY": 0,
+    "DOWNLOAD_DELAY_JITTER": 0.5,
+    "AUTOTHROTTLE_ENABLED": True,
+    "AUTOTHROTTLE_START_DELAY": 0.0,
+    "AUTOTHROTTLE_MAX_DELAY": 10.0,
+    "AUTOTHROTTLE_TARGET_CONCURRENCY": 2.0,
+    "RETRY_ENABLED": True,
+    "RETRY_TIMES": 2,
+    "RETRY_HTTP_CODES": [500, 502, 503, 504, 522, 524, 408, 429],
+    # Timeouts, refused connections and DNS failures are not retried inside a round: they would
+    # multiply the time a dead host costs. The next poll (with back-off) is the retry.
+    "RETRY_EXCEPTIONS": ["scrapy.exceptions.ResponseDataLossError"],
+    "REDIRECT_MAX_TIMES": 10,
+    "DOWNLOAD_FAIL_ON_DATALOSS": True,
+    "DNSCACHE_ENABLED": True,
+    "DNS_TIMEOUT": 10,
+    "TWISTED_DNS_RESOLVER": "crawler.safety.GuardedResolver",
+    "HTTPERROR_ALLOWED_CODES": [],
+    "METAREFRESH_ENABLED": False,
+    "DOWNLOADER_MIDDLEWARES": {
+        "crawler.safety.SafetyMiddleware": 50,  # before robots.txt is fetched for a host
+        "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+        "crawler.downloader.RetryAfterMiddleware": 550,
+        "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+        "crawler.downloader.RobotsMiddleware": 100,
+    },
+    "ITEM_PIPELINES": {
+        "crawler.pipelines.NormalizePipeline": 100,
+        "crawler.pipelines.MatchPipeline": 200,
+        "crawler.pipelines.StoragePipeline": 300,
+    },
+    "EXTENSIONS": {
+        "scrapy.extensions.telnet.TelnetConsole": None,
+        "scrapy.extensions.memusage.MemoryUsage": None,
+    },
+    "STATS_DUMP": False,
+    "LOGSTATS_INTERVAL": 0,
+    "NEWSMON_RETRY_AFTER_MAX": 10.0,
+    "NEWSMON_RETRY_BACKOFF": 0.5,
+}
+
+
+def round_settings(job: CrawlJob) -> dict[str, Any]:
+    """The settings of the crawl for ``job``."""
+    from crawler.safety import private_hosts
+
+    crawl = job.crawl
+    size = int(crawl.max_response_size)
+    settings = dict(BASE_SETTINGS)
+    settings.update({
+        "USER_AGENT": crawl.user_agent,
+        "ROBOTSTXT_OBEY": crawl.obey_robots or any(s.obey_robots for s in job.sources),
+        "CONCURRENT_REQUESTS_PER_DOMAIN": crawl.concurrency_per_host,
+        "AUTOTHROTTLE_TARGET_CONCURRENCY": float(crawl.concurrency_per_host),
+        "DOWNLOAD_TIMEOUT": float(crawl.timeout),
+        "DOWNLOAD_MAXSIZE": size,
+        "DOWNLOAD_WARNSIZE": max(1, size // 2),
+        "CLOSESPIDER_TIMEOUT": max(1.0, job.deadline_seconds - CLOSE_MARGIN),
+        "NEWSMON_DEADLINE": job.deadline_seconds,
+        "NEWSMON_PRIVATE_HOSTS": private_hosts(job.sources),
+        "LOG_LEVEL": job.log_level.upper(),
+    })
+    return settings

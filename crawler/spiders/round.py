@@ -1,0 +1,318 @@
+"""RoundSpider: one request chain per source of the job (document → pages → articles), the
+outcome of each chain recorded by the round's ledger as soon as the chain is over."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import scrapy
+from loguru import logger
+from scrapy import signals
+from scrapy.http import Request, Response
+from sqlalchemy import select
+
+from crawler.articles import extract_article
+from crawler.blocking import detect_block
+from crawler.encoding import decode_body
+from crawler.items import Entry, ItemRecord, ParseResult
+from crawler.outcomes import BLOCKED, PARSE, SSRF, classify_exception, status_class
+from crawler.pipelines import CrawledItem
+from crawler.policy import Hints, max_age_seconds, retry_after_seconds
+from crawler.polls import RoundContext, SourcePoll, body_hash
+from crawler.safety import url_host
+from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
+from crawler.urls import canonical_url, is_http_url
+from storage.models import Item
+from storage.repository import key_of
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from twisted.python.failure import Failure
+
+# Statuses the callbacks see themselves (304, and errors: to tell anti-bot pages from them).
+HANDLED_STATUSES = [304, *range(400, 600)]
+MAX_ENTRIES = 500  # per poll; a feed with more is cut (the newest come first in feeds)
+MAX_ARTICLES = 100  # article pages fetched per poll; further entries keep their feed text
+MAX_CHILD_SITEMAPS = 10
+MAX_URL_LENGTH = 2000
+MAX_RAW_HEADERS = 40
+
+
+class RoundSpider(scrapy.Spider):
+    """Polls every source of the round's job."""
+
+    name = "newsmon-round"
+
+    def __init__(self, context: RoundContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.context = context
+        self.ledger = context.ledger
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> RoundSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(spider.item_finished, signal=signal)
+        crawler.signals.connect(spider.round_closed, signal=signals.spider_closed)
+        return spider
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(self) -> AsyncIterator[Request]:
+        for poll in self.ledger.open(self.context.job.sources):
+            yield self.document_request(poll)
+
+    def document_request(self, poll: SourcePoll) -> Request:
+        spec = poll.spec
+        headers = dict(spec.headers)
+        if poll.state.etag:
+            headers["If-None-Match"] = poll.state.etag
+        if poll.state.last_modified:
+            headers["If-Modified-Since"] = poll.state.last_modified
+        return self.request(poll, spec.url, self.parse_document, self.document_failed,
+                            headers=headers, role="document")
+
+    def request(self, poll: SourcePoll, url: str, callback: Any, errback: Any, *,
+                headers: dict[str, str] | None = None, role: str, **cb_kwargs: Any) -> Request:
+        self.ledger.request_added(poll)
+        if role in ("document", "page"):
+            poll.pages += 1
+        obey = poll.spec.obey_robots if poll.spec.obey_robots is not None \
+            else self.context.job.crawl.obey_robots
+        meta = {"newsmon_source": poll.spec.id, "newsmon_role": role,
+                "handle_httpstatus_list": HANDLED_STATUSES, "dont_obey_robotstxt": not obey}
+        return Request(url, callback=callback, errback=errback, meta=meta, dont_filter=True,
+                       headers={**poll.spec.headers, **(headers or {})}, cb_kwargs=cb_kwargs)
+
+    def poll_of(self, request_or_response: Request | Response) -> SourcePoll:
+        return self.context.poll(request_or_response.meta["newsmon_source"])
+
+    # -- the source's document -----------------------------------------------------------------
+
+    def parse_document(self, response: Response) -> Iterator[Any]:
+        poll = self.poll_of(response)
+        try:
+            yield from self._document(poll, response)
+        except Exception as exc:  # a parser bug costs this source one error, nothing more
+            logger.opt(exception=exc).error("parsing {} failed", poll.spec.id)
+            poll.fail(PARSE, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.ledger.request_done(poll)
+
+    def _document(self, poll: SourcePoll, response: Response) -> Iterator[Any]:
+        poll.http_status = response.status
+        if response.status == 304:
+            poll.not_modified()
+            return
+        if not self._usable(poll, response):
+            return
+        digest = body_hash(response.body)
+        poll.etag = _header(response, b"ETag")
+        poll.last_modified = _header(response, b"Last-Modified")
+        poll.body_hash = digest
+        poll.hints = Hints(max_age=max_age_seconds(response.headers.get(b"Cache-Control")))
+        if digest == poll.state.body_hash:
+            poll.not_modified()  # the validators lied (or there were none): same bytes
+            return
+        result = parse_document(poll.spec, response.body, url=response.url,
+                                content_type=_header(response, b"Content-Type"))
+        if result.ttl_seconds:
+            poll.hints = Hints(max_age=poll.hints.max_age, ttl=result.ttl_seconds)
+        yield from self._entries(poll, response, result, first_page=True)
+
+    def _usable(self, poll: SourcePoll, response: Response) -> bool:
+        """False (and the poll failed) for anti-bot pages and HTTP errors."""
+        headers = {k.decode("latin-1"): v[0].decode("latin-1") for k, v in response.headers.items() if v}
+        reason = detect_block(response.status, headers, response.body, expect=poll.spec.kind)
+        if reason:
+            poll.fail(BLOCKED, reason, response.status)
+            return False
+        if response.status >= 400:
+            poll.fail(status_class(response.status), f"HTTP {response.status}", response.status)
+            if response.status in (429, 503):
+                poll.hints = Hints(retry_after=retry_after_seconds(
+                    response.headers.get(b"Retry-After"), datetime.now(UTC)))
+            return False
+        return True
+
+    def _entries(self, poll: SourcePoll, response: Response, result: ParseResult, *,
+                 first_page: bool) -> Iterator[Any]:
+        if result.warning:
+            poll.warn(result.warning)
+        if result.error and not is_empty_listing(result):
+            if first_page:
+                poll.fail(PARSE, result.error)
+            else:
+                poll.warn(f"{response.url}: {result.error}")
+            return
+        entries = result.entries[:max(0, MAX_ENTRIES - poll.entries)]
+        poll.entries += len(entries)
+        yield from self._follow(poll, result)
+        yield from self._items(poll, response, entries)
+
+    def _follow(self, poll: SourcePoll, result: ParseResult) -> Iterator[Request]:
+        spec = poll.spec
+        if result.follow and spec.kind == "sitemap" and poll.pages == 1:
+            for url in result.follow[:MAX_CHILD_SITEMAPS]:
+                if is_http_url(url) and len(url) <= MAX_URL_LENGTH:
+                    yield self.request(poll, url, self.parse_page, self.page_failed, role="page")
+        if result.next_page and spec.kind in ("html", "telegram") and poll.pages < spec.max_pages \
+                and is_http_url(result.next_page) and len(result.next_page) <= MAX_URL_LENGTH:
+            yield self.request(poll, result.next_page, self.parse_page, self.page_failed, role="page")
+
+    def parse_page(self, response: Response) -> Iterator[Any]:
+        """A further listing page or a child sitemap: its errors are warnings of the poll."""
+        poll = self.poll_of(response)
+        try:
+            if response.status >= 400 or detect_block(response.status, {}, response.body,
+                                                      expect=poll.spec.kind):
+                poll.warn(f"{response.url}: HTTP {response.status}")
+                return
+            result = parse_document(poll.spec, response.body, url=response.url,
+                                    content_type=_header(response, b"Content-Type"))
+            yield from self._entries(poll, response, result, first_page=False)
+        except Exception as exc:
+            logger.opt(exception=exc).error("parsing a page of {} failed", poll.spec.id)
+            poll.warn(f"{response.url}: {type(exc).__name__}: {exc}")
+        finally:
+            self.ledger.request_done(poll)
+
+    # -- entries, articles ---------------------------------------------------------------------
+
+    def _items(self, poll: SourcePoll, response: Response, entries: list[Entry]) -> Iterator[Any]:
+        wants = poll.spec.wants_articles(self.context.job.crawl)
+        needing = [e for e in entries if wants and not e.full_text]
+        known = self._known_titles(poll, needing) if needing else {}
+        needs = {id(e) for e in needing}
+        articles = 0
+        for entry in entries:
+            if id(entry) in needs and articles < MAX_ARTICLES and len(entry.url) <= MAX_URL_LENGTH:
+                stored_title = known.get(key_of(canonical_url(entry.url)))
+                if stored_title is not None and stored_title == (entry.title or stored_title):
+                    poll.unchanged += 1  # already stored, title unchanged: no page fetch
+                    continue
+                articles += 1
+                yield self.request(poll, entry.url, self.parse_article, self.article_failed,
+                                   role="article", entry=entry)
+                continue
+            yield self.item(poll, entry, response, raw=entry_fragment(response.body, entry))
+
+    def _known_titles(self, poll: SourcePoll, entries: list[Entry]) -> dict[str, str]:
+        keys = [key_of(canonical_url(e.url)) for e in entries]
+        with self.context.sessions() as session:
+            rows = session.execute(select(Item.url_key, Item.title).where(
+                Item.source_id == poll.spec.id, Item.url_key.in_(keys))).all()
+        return {k: t for k, t in rows}
+
+    def item(self, poll: SourcePoll, entry: Entry, response: Response, *, raw: bytes,
+             canonical: str = "", text: str | None = None, title: str | None = None,
+             published_at: datetime | None = None) -> CrawledItem:
+        self.ledger.item_added(poll)
+        record = ItemRecord(
+            source_id=poll.spec.id, url=entry.url, canonical_url=canonical,
+            title=title if title is not None else entry.title,
+            text=text if text is not None else entry.text, guid=entry.guid,
+            published_at=published_at or entry.published_at,
+            language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC),
+            raw=raw, raw_url=response.url, raw_headers=_raw_headers(response),
+            raw_status=response.status)
+        return CrawledItem(record=record, canonical_url=canonical)
+
+    def parse_article(self, response: Response, entry: Entry) -> Iterator[Any]:
+        poll = self.poll_of(response)
+        try:
+            yield self._article_item(poll, entry, response)
+        finally:
+            self.ledger.request_done(poll)
+
+    def _article_item(self, poll: SourcePoll, entry: Entry, response: Response) -> CrawledItem:
+        """The entry with its article page's text, or with its listing text when that fails."""
+        if response.status != 200 or detect_block(response.status, {}, response.body, expect="html"):
+            poll.warn(f"article {response.url}: HTTP {response.status}, kept the listing text")
+            return self.item(poll, entry, response, raw=b"")
+        try:
+            html = decode_body(response.body, content_type=_header(response, b"Content-Type"),
+                               override=poll.spec.encoding)
+            article = extract_article(html, url=response.url, selector=poll.spec.article_selector)
+        except Exception as exc:
+            logger.opt(exception=exc).warning("extracting {} failed", response.url)
+            poll.warn(f"article {response.url}: {type(exc).__name__}")
+            return self.item(poll, entry, response, raw=b"")
+        return self.item(poll, entry, response, raw=response.body,
+                         canonical=_article_identity(entry.url, response.url, article.canonical_url),
+                         text=article.text or entry.text, title=entry.title or article.title,
+                         published_at=entry.published_at or article.published_at)
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def document_failed(self, failure: Failure) -> None:
+        poll = self.poll_of(failure.request)  # type: ignore[attr-defined]
+        try:
+            error_class, message = classify_exception(failure.value)
+            poll.fail(error_class, message)
+        finally:
+            self.ledger.request_done(poll)
+
+    def page_failed(self, failure: Failure) -> None:
+        poll = self.poll_of(failure.request)  # type: ignore[attr-defined]
+        try:
+            error_class, message = classify_exception(failure.value)
+            poll.warn(f"page {failure.request.url}: {error_class}: {message}")  # type: ignore[attr-defined]
+            if error_class == SSRF:
+                poll.fail(SSRF, message)
+        finally:
+            self.ledger.request_done(poll)
+
+    def article_failed(self, failure: Failure) -> Iterator[Any]:
+        request = failure.request  # type: ignore[attr-defined]
+        poll = self.poll_of(request)
+        entry: Entry = request.cb_kwargs["entry"]
+        try:
+            error_class, message = classify_exception(failure.value)
+            if error_class == SSRF:
+                poll.fail(SSRF, message)  # a feed pointing at internal addresses: visible
+            else:
+                poll.warn(f"article {request.url}: {error_class}: {message}")
+            self.ledger.item_added(poll)
+            yield CrawledItem(record=ItemRecord(
+                source_id=poll.spec.id, url=entry.url, canonical_url="", title=entry.title,
+                text=entry.text, guid=entry.guid, published_at=entry.published_at,
+                language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC)))
+        finally:
+            self.ledger.request_done(poll)
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def item_finished(self, item: Any, **_: Any) -> None:
+        if isinstance(item, CrawledItem):
+            self.ledger.item_done(self.context.poll(item.record.source_id))
+
+    def round_closed(self, reason: str) -> None:
+        self.ledger.close(reason)
+
+
+def _header(response: Response, name: bytes) -> str | None:
+    value = response.headers.get(name)
+    return value.decode("latin-1") if value else None
+
+
+def _raw_headers(response: Response) -> dict[str, str]:
+    out = {}
+    for key, values in list(response.headers.items())[:MAX_RAW_HEADERS]:
+        if values:
+            out[key.decode("latin-1")] = values[0].decode("latin-1")[:1000]
+    return out
+
+
+def _site(host: str) -> str:
+    return host.removeprefix("www.")
+
+
+def _article_identity(entry_url: str, page_url: str, canonical: str | None) -> str:
+    """The canonical URL of an article: its ``<link rel=canonical>`` when on the same site."""
+    if canonical and is_http_url(canonical) and _site(url_host(canonical)) in (
+            _site(url_host(entry_url)), _site(url_host(page_url))):
+        return canonical_url(canonical)
+    return canonical_url(entry_url)
