@@ -55,7 +55,7 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, RefusedRequestError):
         return SSRF, message
     if isinstance(exc, HttpError):
-        return status_class(exc.response.status), f"HTTP {exc.response.status}"
+        return _http_error(exc)
     if isinstance(exc, IgnoreRequest):
         return _ignored_class(message), message
     if isinstance(exc, _TIMEOUTS):
@@ -71,6 +71,17 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, _CONNECT):
         return CONNECT, message
     return CONNECT, message
+
+
+def _http_error(exc: HttpError) -> tuple[str, str]:
+    response = exc.response
+    if 300 <= response.status < 400:
+        location = (response.headers.get(b"Location") or b"").decode("latin-1", "replace")
+        scheme = location.split(":", 1)[0].lower() if ":" in location else "http"
+        if scheme not in ("http", "https"):  # Scrapy does not follow it; we call it what it is
+            return SSRF, f"refused a redirect to a non-http(s) URL: {location[:200]!r}"
+        return REDIRECTS, f"HTTP {response.status} redirect not followed"
+    return status_class(response.status), f"HTTP {response.status}"
 
 
 def _ignored_class(message: str) -> str:

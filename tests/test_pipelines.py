@@ -1,0 +1,104 @@
+"""The item pipelines called directly with a real database: counting per source, matching,
+one transaction per item with its outbox rows, repeats dropped, a lost insert race retried."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from scrapy.exceptions import DropItem
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+import crawler.pipelines as pipelines
+from crawler.items import ItemRecord
+from crawler.job import ChannelSpec, CrawlJob
+from crawler.organisations import builtin_organisations
+from crawler.pipelines import CrawledItem, MatchPipeline, NormalizePipeline, StoragePipeline
+from crawler.polls import RoundContext, RoundLedger
+from crawler.sources import SourceSpec
+from storage.db import make_engine, make_session_factory
+from storage.models import AlertEvent, Item
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def context(db_url: str) -> Any:
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    spec = SourceSpec(id="src", url="http://news.example.org/rss")
+    job = CrawlJob(database_url=db_url, sources=(spec,), organisations=tuple(builtin_organisations()),
+                   channels=(ChannelSpec(id="hook"),))
+    ledger = RoundLedger(sessions, job.crawl, emit=lambda e: None)
+    ledger.open([spec])
+    yield RoundContext(job=job, sessions=sessions, ledger=ledger)
+    engine.dispose()
+
+
+def run(context: RoundContext, record: ItemRecord) -> CrawledItem:
+    item: Any = CrawledItem(record=record)
+    storage = StoragePipeline(context)
+    storage.open_spider()
+    for stage in (NormalizePipeline(context), MatchPipeline(context), storage):
+        item = stage.process_item(item)
+    return item
+
+
+def record(url: str, title: str, text: str = "", **kwargs: Any) -> ItemRecord:
+    return ItemRecord(source_id="src", url=url, canonical_url="", title=title, text=text,
+                      fetched_at=NOW, published_at=NOW, **kwargs)
+
+
+def test_new_items_are_matched_stored_and_alerted(context: RoundContext) -> None:
+    item = run(context, record("http://news.example.org/1?utm_source=x", "  CICA\u00ad summit ",
+                               "Ministers of СВМДА met."))
+    assert item.canonical_url == "http://news.example.org/1"
+    assert {m.organisation for m in item.matches} == {"CICA"} and item.matches[0].in_title
+    poll = context.poll("src")
+    assert (poll.new, poll.matched, poll.events) == (1, 1, 1)
+    with context.sessions() as session:
+        stored = session.scalar(select(Item))
+        assert stored is not None and stored.title == "CICA summit"
+        assert session.scalar(select(func.count()).select_from(AlertEvent)) == 1
+
+
+def test_repeats_within_a_poll_are_dropped(context: RoundContext) -> None:
+    run(context, record("http://news.example.org/1", "A", guid="g"))
+    with pytest.raises(DropItem):
+        run(context, record("http://news.example.org/1#frag", "A again"))
+    with pytest.raises(DropItem):
+        run(context, record("http://news.example.org/other", "A", guid="g"))
+
+
+def test_unchanged_and_updated_are_counted(context: RoundContext) -> None:
+    run(context, record("http://news.example.org/1", "A", "text"))
+    context.poll("src").seen.clear()  # a later poll
+    run(context, record("http://news.example.org/1", "A", "text"))
+    context.poll("src").seen.clear()
+    run(context, record("http://news.example.org/1", "A", "new text"))
+    poll = context.poll("src")
+    assert (poll.new, poll.unchanged, poll.updated) == (1, 1, 1)
+
+
+def test_future_dates_are_dropped_and_empty_titles_fall_back_to_the_url(context: RoundContext) -> None:
+    item = run(context, ItemRecord(
+        source_id="src", url="http://news.example.org/9", canonical_url="", title="", text="",
+        fetched_at=NOW, published_at=datetime(2999, 1, 1, tzinfo=UTC)))
+    assert item.record.published_at is None and item.record.title == "http://news.example.org/9"
+
+
+def test_a_lost_insert_race_is_retried_once(context: RoundContext, monkeypatch: Any) -> None:
+    real = pipelines.save_item
+    calls = []
+
+    def racing(session: Any, write: Any, channels: Any) -> Any:
+        calls.append(write.canonical_url)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT", {}, Exception("unique"))
+        return real(session, write, channels)
+
+    monkeypatch.setattr(pipelines, "save_item", racing)
+    run(context, record("http://news.example.org/1", "A"))
+    assert len(calls) == 2 and context.poll("src").new == 1
