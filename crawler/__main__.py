@@ -85,8 +85,13 @@ def run_round(job: CrawlJob, out: TextIO) -> None:
     def emit(event: Any) -> None:
         emit_line(event, out)
 
+    def later(seconds: float, fn: Any) -> object:
+        from twisted.internet import reactor  # installed by AsyncCrawlerProcess by now
+
+        return reactor.callLater(seconds, fn)  # type: ignore[attr-defined]
+
     ledger = RoundLedger(sessions, job.crawl, worker_id=job.worker_id, progress=job.progress,
-                         emit=emit)
+                         emit=emit, schedule=later)
     context = RoundContext(job=job, sessions=sessions, ledger=ledger)
     process = AsyncCrawlerProcess(round_settings(job))
     process.crawl(RoundSpider, context=context)

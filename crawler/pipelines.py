@@ -1,5 +1,10 @@
-"""Item pipelines: normalise and canonicalise → match organisations → store (item, version,
-matches and alert outbox rows in one transaction per item), counting per source."""
+"""Item pipelines: normalise and canonicalise → match organisations → store, counting per source.
+
+The unit that flows through the pipelines is an ItemBatch: the items one response yielded.
+Each item is stored atomically (item, version, matches and alert outbox rows); the items of a
+batch share one commit, because with SQLite's synchronous=FULL every commit costs an fsync. When
+a batch's transaction fails it is rolled back whole and its items are stored one transaction
+each, so a bad item costs only itself."""
 
 from __future__ import annotations
 
@@ -14,12 +19,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from crawler.items import ItemRecord
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
-from storage.repository import ChannelRule, ItemWrite, MatchRow, save_item
+from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, save_item
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
-    from crawler.polls import RoundContext
+    from crawler.polls import RoundContext, SourcePoll
 
 MAX_TITLE = 1000
 MAX_TEXT = 200_000
@@ -35,6 +40,14 @@ class CrawledItem:
     canonical_url: str = ""
     matches: list[MatchRow] = field(default_factory=list)
     content_hash: str = ""
+
+
+@dataclass
+class ItemBatch:
+    """The items of one response (a feed, a listing page, one article), stored together."""
+
+    source_id: str
+    items: list[CrawledItem] = field(default_factory=list)
 
 
 class _RoundPipeline:
@@ -61,7 +74,19 @@ class _RoundPipeline:
 class NormalizePipeline(_RoundPipeline):
     """Clean title and text, bound their size, canonicalise the URL, drop repeats in a round."""
 
-    def process_item(self, item: CrawledItem) -> CrawledItem:
+    def process_item(self, batch: ItemBatch) -> ItemBatch:
+        kept = []
+        for item in batch.items:
+            try:
+                kept.append(self.normalise(item))
+            except DropItem as why:
+                logger.debug("dropped an item of {}: {}", batch.source_id, why)
+        if not kept:
+            raise DropItem(f"no usable items from {batch.source_id}")
+        batch.items = kept
+        return batch
+
+    def normalise(self, item: CrawledItem) -> CrawledItem:
         record = item.record
         if not is_http_url(record.url):
             raise DropItem(f"not an http(s) URL: {record.url[:200]!r}")
@@ -91,11 +116,12 @@ def _plausible_date(value: datetime | None, fetched_at: datetime | None) -> date
 class MatchPipeline(_RoundPipeline):
     """Find the tracked organisations in title + text; compute the content hash."""
 
-    def process_item(self, item: CrawledItem) -> CrawledItem:
-        record = item.record
-        item.matches = find_matches(self.ctx.matcher, record.title, record.text)
-        item.content_hash = content_hash(record.title, record.text)
-        return item
+    def process_item(self, batch: ItemBatch) -> ItemBatch:
+        for item in batch.items:
+            record = item.record
+            item.matches = find_matches(self.ctx.matcher, record.title, record.text)
+            item.content_hash = content_hash(record.title, record.text)
+        return batch
 
 
 def find_matches(matcher: object, title: str, text: str) -> list[MatchRow]:
@@ -107,42 +133,56 @@ def find_matches(matcher: object, title: str, text: str) -> list[MatchRow]:
 
 
 class StoragePipeline(_RoundPipeline):
-    """Save each item in its own transaction (item, version, matches, outbox rows)."""
+    """Save each item atomically (item, version, matches, outbox rows), a batch per commit."""
 
     def open_spider(self) -> None:
         super().open_spider()
         self.channels = channel_rules(self.ctx.job.channels)
 
-    def process_item(self, item: CrawledItem) -> CrawledItem:
-        poll = self.ctx.poll(item.record.source_id)
-        write = item_write(item)
+    def process_item(self, batch: ItemBatch) -> ItemBatch:
+        poll = self.ctx.poll(batch.source_id)
+        writes = [item_write(item) for item in batch.items]
         try:
-            result = self._save(write)
-        except SQLAlchemyError as exc:
-            poll.warn(f"storing {write.canonical_url} failed: {type(exc).__name__}")
-            logger.error("storing {} of {} failed: {}", write.canonical_url, poll.spec.id, exc)
-            raise DropItem(f"storage failed: {exc}") from None
-        if result.status == "new":
-            poll.new += 1
-        elif result.status == "updated":
-            poll.updated += 1
-        else:
-            poll.unchanged += 1
-        if result.status != "unchanged" and write.matches:
-            poll.matched += 1
-        poll.events += len(result.events)
-        return item
+            with self.ctx.sessions.begin() as session:
+                results = [save_item(session, write, self.channels) for write in writes]
+        except SQLAlchemyError:
+            # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
+            # race with another worker) costs only itself.
+            results = [self._save_alone(poll, write) for write in writes]
+        for write, result in zip(writes, results, strict=True):
+            if result is not None:
+                count(poll, result, bool(write.matches))
+        if not any(results):
+            raise DropItem(f"storing the items of {batch.source_id} failed")
+        return batch
 
-    def _save(self, write: ItemWrite):  # noqa: ANN202 - storage.repository.SaveResult
-        sessions = self.ctx.sessions
-        try:
-            with sessions.begin() as session:
-                return save_item(session, write, self.channels)
-        except IntegrityError:
-            # Another worker stored the same item between our read and our insert: once more,
-            # and this time the item is found.
-            with sessions.begin() as session:
-                return save_item(session, write, self.channels)
+    def _save_alone(self, poll: SourcePoll, write: ItemWrite) -> SaveResult | None:
+        """One item in its own transaction; an IntegrityError (another worker stored the same
+        item between our read and our insert) is retried once, and then the item is found."""
+        for attempt in (1, 2):
+            try:
+                with self.ctx.sessions.begin() as session:
+                    return save_item(session, write, self.channels)
+            except IntegrityError:
+                if attempt == 2:
+                    break
+            except SQLAlchemyError as exc:
+                logger.error("storing {} of {} failed: {}", write.canonical_url, poll.spec.id, exc)
+                break
+        poll.warn(f"storing {write.canonical_url} failed")
+        return None
+
+
+def count(poll: SourcePoll, result: SaveResult, matched: bool) -> None:
+    if result.status == "new":
+        poll.new += 1
+    elif result.status == "updated":
+        poll.updated += 1
+    else:
+        poll.unchanged += 1
+    if result.status != "unchanged" and matched:
+        poll.matched += 1
+    poll.events += len(result.events)
 
 
 def channel_rules(channels: object) -> list[ChannelRule]:

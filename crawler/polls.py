@@ -23,6 +23,8 @@ from storage.models import Source
 from storage.repository import PollOutcome, record_poll
 
 LISTING_KINDS = frozenset({"html", "json", "telegram"})
+RECORD_BATCH = 50  # finished polls recorded per commit, at most
+RECORD_DELAY = 0.2  # seconds a finished poll may wait for others to share its commit
 Outcome = Literal["ok", "not-modified", "error"]
 
 
@@ -153,9 +155,15 @@ class RoundLedger:
     def __init__(self, sessions: sessionmaker[Session], crawl: CrawlSettings,
                  worker_id: str | None = None, progress: bool = False,
                  emit: Callable[[Any], None] = emit_line,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 schedule: Callable[[float, Callable[[], None]], object] | None = None) -> None:
+        """:param schedule: ``schedule(seconds, fn)`` runs fn later on the crawl's loop; with it,
+            finished polls are recorded in small batches (one commit, i.e. one fsync, for up
+            to RECORD_BATCH polls), without it each poll is recorded at once."""
         self.sessions, self.crawl, self.worker_id = sessions, crawl, worker_id
         self.progress, self.emit, self.clock = progress, emit, clock
+        self.schedule = schedule
+        self.finished: list[SourcePoll] = []
         self.polls: dict[str, SourcePoll] = {}
         self.done_requests = 0
         self.total_requests = 0
@@ -193,23 +201,39 @@ class RoundLedger:
             self.finish(poll)
 
     def finish(self, poll: SourcePoll) -> None:
-        """Record the poll (fetch log, polling state, next poll) and emit its event."""
+        """Queue the poll for recording (fetch log, polling state, next poll) and its event."""
         poll.done = True
         poll.conclude()
+        self.finished.append(poll)
+        if self.schedule is None or len(self.finished) >= RECORD_BATCH:
+            self.flush()
+        elif len(self.finished) == 1:
+            self.schedule(RECORD_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Record every queued poll in one transaction, then emit their events."""
+        polls, self.finished = self.finished, []
+        if not polls:
+            return
         try:
             with self.sessions.begin() as session:
-                record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
-        except Exception as exc:  # the job boundary of one source: log, report, go on
-            logger.exception("recording the poll of {} failed", poll.spec.id)
-            poll.fail("storage", f"recording the poll failed: {exc}"[:300])
-        self.emit(poll.event())
+                for poll in polls:
+                    record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
+        except Exception as exc:  # the job boundary of these sources: log, report, go on
+            logger.exception("recording the polls of {} failed", ", ".join(p.spec.id for p in polls))
+            for poll in polls:
+                poll.fail("storage", f"recording the poll failed: {exc}"[:300])
+        for poll in polls:
+            self.emit(poll.event())
 
     def close(self, reason: str) -> None:
         """At the end of the crawl: every poll still open ran out of time."""
         for poll in self.polls.values():
             if not poll.done:
                 poll.fail("timeout", f"the round ended before the poll did ({reason})")
-                self.finish(poll)
+                poll.done = True
+                self.finished.append(poll)
+        self.flush()
 
 
 @dataclass

@@ -15,7 +15,13 @@ import crawler.pipelines as pipelines
 from crawler.items import ItemRecord
 from crawler.job import ChannelSpec, CrawlJob
 from crawler.organisations import builtin_organisations
-from crawler.pipelines import CrawledItem, MatchPipeline, NormalizePipeline, StoragePipeline
+from crawler.pipelines import (
+    CrawledItem,
+    ItemBatch,
+    MatchPipeline,
+    NormalizePipeline,
+    StoragePipeline,
+)
 from crawler.polls import RoundContext, RoundLedger
 from crawler.sources import SourceSpec
 from storage.db import make_engine, make_session_factory
@@ -38,12 +44,12 @@ def context(db_url: str) -> Any:
 
 
 def run(context: RoundContext, record: ItemRecord) -> CrawledItem:
-    item: Any = CrawledItem(record=record)
+    batch = ItemBatch("src", [CrawledItem(record=record)])
     storage = StoragePipeline(context)
     storage.open_spider()
     for stage in (NormalizePipeline(context), MatchPipeline(context), storage):
-        item = stage.process_item(item)
-    return item
+        batch = stage.process_item(batch)
+    return batch.items[0]
 
 
 def record(url: str, title: str, text: str = "", **kwargs: Any) -> ItemRecord:
@@ -93,7 +99,7 @@ def test_a_lost_insert_race_is_retried_once(context: RoundContext, monkeypatch: 
     real = pipelines.save_item
     calls = []
 
-    def racing(session: Any, write: Any, channels: Any) -> Any:
+    def racing(session: Any, write: Any, channels: Any) -> Any:  # the insert race, lost once
         calls.append(write.canonical_url)
         if len(calls) == 1:
             raise IntegrityError("INSERT", {}, Exception("unique"))
@@ -102,3 +108,25 @@ def test_a_lost_insert_race_is_retried_once(context: RoundContext, monkeypatch: 
     monkeypatch.setattr(pipelines, "save_item", racing)
     run(context, record("http://news.example.org/1", "A"))
     assert len(calls) == 2 and context.poll("src").new == 1
+
+
+def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundContext,
+                                                             monkeypatch: Any) -> None:
+    real = pipelines.save_item
+
+    def flaky(session: Any, write: Any, channels: Any) -> Any:
+        if write.title == "bad":
+            raise IntegrityError("INSERT", {}, Exception("always"))
+        return real(session, write, channels)
+
+    monkeypatch.setattr(pipelines, "save_item", flaky)
+    batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t))
+                              for t in ("good", "bad")])
+    storage = StoragePipeline(context)
+    storage.open_spider()
+    storage.process_item(MatchPipeline(context).process_item(
+        NormalizePipeline(context).process_item(batch)))
+    with context.sessions() as session:  # the bad item cost only itself
+        assert session.scalars(select(Item.title)).all() == ["good"]
+    poll = context.poll("src")
+    assert poll.new == 1 and any("failed" in w for w in poll.warnings)

@@ -12,7 +12,7 @@ from scrapy.http import HtmlResponse, Request, Response, TextResponse, XmlRespon
 from crawler.items import Entry
 from crawler.job import CrawlJob
 from crawler.organisations import builtin_organisations
-from crawler.pipelines import CrawledItem
+from crawler.pipelines import ItemBatch
 from crawler.polls import RoundContext, RoundLedger, body_hash
 from crawler.sources import SourceSpec
 from crawler.spiders.kinds import entry_fragment
@@ -74,12 +74,13 @@ def test_feed_entries_become_items_with_their_own_raw_bytes(make_spider: Any) ->
                 {"title": "Other", "link": "http://news.example.org/2", "description": "x"}])
     response, _ = respond(spider, "feed", body)
     out = list(spider.parse_document(response))
-    items = [o for o in out if isinstance(o, CrawledItem)]
+    (batch,) = [o for o in out if isinstance(o, ItemBatch)]  # one feed, one batch
+    items = batch.items
     assert [i.record.url for i in items] == ["http://news.example.org/1", "http://news.example.org/2"]
     assert items[0].record.raw.startswith(b"<item>") and b"CICA meets" in items[0].record.raw
     assert b"Other" not in items[0].record.raw
     poll = spider.context.poll("feed")
-    assert poll.entries == 2 and poll.body_hash == body_hash(body) and poll.pending_items == 2
+    assert poll.entries == 2 and poll.body_hash == body_hash(body) and poll.pending_items == 1
 
 
 def test_conditional_request_headers_come_from_the_source_row(make_spider: Any) -> None:
@@ -163,7 +164,8 @@ def test_article_page_text_and_same_site_canonical(make_spider: Any) -> None:
             b"discussed confidence-building measures across Asia.</p>" * 5 + b"</article></body></html>")
     response = HtmlResponse(url=entry.url, body=html, request=request,
                             headers={"Content-Type": "text/html; charset=utf-8"})
-    (item,) = list(spider.parse_article(response, entry=entry))
+    (batch,) = list(spider.parse_article(response, entry=entry))
+    (item,) = batch.items
     assert item.canonical_url == "https://www.news.example.org/articles/1"
     assert "confidence-building" in item.record.text and item.record.raw == html
 

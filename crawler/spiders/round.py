@@ -18,7 +18,7 @@ from crawler.blocking import detect_block
 from crawler.encoding import decode_body
 from crawler.items import Entry, ItemRecord, ParseResult
 from crawler.outcomes import BLOCKED, PARSE, SSRF, classify_exception, status_class
-from crawler.pipelines import CrawledItem
+from crawler.pipelines import CrawledItem, ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.safety import url_host
@@ -187,6 +187,7 @@ class RoundSpider(scrapy.Spider):
         known = self._known_titles(poll, needing) if needing else {}
         needs = {id(e) for e in needing}
         articles = 0
+        batch = []
         for entry in entries:
             if id(entry) in needs and articles < MAX_ARTICLES and len(entry.url) <= MAX_URL_LENGTH:
                 stored_title = known.get(key_of(canonical_url(entry.url)))
@@ -197,7 +198,13 @@ class RoundSpider(scrapy.Spider):
                 yield self.request(poll, entry.url, self.parse_article, self.article_failed,
                                    role="article", entry=entry)
                 continue
-            yield self.item(poll, entry, response, raw=entry_fragment(response.body, entry))
+            batch.append(self.item(poll, entry, response, raw=entry_fragment(response.body, entry)))
+        if batch:
+            yield self.batch(poll, batch)
+
+    def batch(self, poll: SourcePoll, items: list[CrawledItem]) -> ItemBatch:
+        self.ledger.item_added(poll)
+        return ItemBatch(poll.spec.id, items)
 
     def _known_titles(self, poll: SourcePoll, entries: list[Entry]) -> dict[str, str]:
         keys = [key_of(canonical_url(e.url)) for e in entries]
@@ -209,7 +216,6 @@ class RoundSpider(scrapy.Spider):
     def item(self, poll: SourcePoll, entry: Entry, response: Response, *, raw: bytes,
              canonical: str = "", text: str | None = None, title: str | None = None,
              published_at: datetime | None = None) -> CrawledItem:
-        self.ledger.item_added(poll)
         record = ItemRecord(
             source_id=poll.spec.id, url=entry.url, canonical_url=canonical,
             title=title if title is not None else entry.title,
@@ -223,7 +229,7 @@ class RoundSpider(scrapy.Spider):
     def parse_article(self, response: Response, entry: Entry) -> Iterator[Any]:
         poll = self.poll_of(response)
         try:
-            yield self._article_item(poll, entry, response)
+            yield self.batch(poll, [self._article_item(poll, entry, response)])
         finally:
             self.ledger.request_done(poll)
 
@@ -275,19 +281,18 @@ class RoundSpider(scrapy.Spider):
                 poll.fail(SSRF, message)  # a feed pointing at internal addresses: visible
             else:
                 poll.warn(f"article {request.url}: {error_class}: {message}")
-            self.ledger.item_added(poll)
-            yield CrawledItem(record=ItemRecord(
+            yield self.batch(poll, [CrawledItem(record=ItemRecord(
                 source_id=poll.spec.id, url=entry.url, canonical_url="", title=entry.title,
                 text=entry.text, guid=entry.guid, published_at=entry.published_at,
-                language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC)))
+                language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC)))])
         finally:
             self.ledger.request_done(poll)
 
     # -- signals --------------------------------------------------------------------------------
 
     def item_finished(self, item: Any, **_: Any) -> None:
-        if isinstance(item, CrawledItem):
-            self.ledger.item_done(self.context.poll(item.record.source_id))
+        if isinstance(item, ItemBatch):
+            self.ledger.item_done(self.context.poll(item.source_id))
 
     def round_closed(self, reason: str) -> None:
         self.ledger.close(reason)

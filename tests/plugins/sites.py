@@ -63,6 +63,7 @@ def rss(items: list[dict[str, str]], title: str = "Fixture feed", extra: str = "
 class Handler(BaseHTTPRequestHandler):
     server: SiteServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms stalls
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
