@@ -58,14 +58,9 @@ def build(db: Path, count: int) -> float:
     rng = random.Random(7)
     start = datetime(2024, 1, 1, tzinfo=UTC)
     began = time.perf_counter()
-    session = sessions()
-    importer = Importer(session, datetime.now(UTC))
-    for n in range(count):
-        importer.line(n + 1, json.dumps(make_record(n, rng, start), ensure_ascii=False))
-        if n % 2000 == 1999:
-            session.commit()
-    session.commit()
-    session.close()
+    lines = (json.dumps(make_record(n, rng, start), ensure_ascii=False) for n in range(count))
+    with sessions() as session:
+        Importer(session, datetime.now(UTC)).feed(lines, chunk=2000)
     engine.dispose()
     return time.perf_counter() - began
 
@@ -133,12 +128,13 @@ def export_peak_mb(db: Path, limit_items: int | None) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--db", type=Path, help="keep the database here (reused when it exists)")
     args = parser.parse_args()
     count = 20_000 if args.quick else 200_000
     rounds = 3 if args.quick else 5
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        build_s = build(db, count)
+        db = args.db or Path(tmp) / "bench.db"
+        build_s = build(db, count) if not db.exists() else float("nan")
         read = time_read_path(db, rounds)
         baseline = time_baseline(db, rounds)
         full_peak, full_s = export_peak_mb(db, None)

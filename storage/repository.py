@@ -145,7 +145,7 @@ def save_item(
     item.matches = [Match(**vars(m)) for m in write.matches]
     session.add(_version_row(item, write))
     session.flush()
-    index_item(session, item)
+    index_item(session, item, fresh=status == "new")
     _assign_story(session, item, write, stories, now)
     events = _enqueue_alerts(session, item, channels, now)
     return SaveResult(item.id, status, item.version, item.story_id,
@@ -162,10 +162,12 @@ def _version_row(item: Item, write: ItemWrite) -> ItemVersion:
     )
 
 
-def index_item(session: Session, item: Item) -> None:
+def index_item(session: Session, item: Item, *, fresh: bool = False) -> None:
+    """(Re)index the item's current title and text for full-text search."""
     terms = search_terms(item.title, item.text)
     if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("DELETE FROM items_fts WHERE rowid = :id"), {"id": item.id})
+        if not fresh:
+            session.execute(text("DELETE FROM items_fts WHERE rowid = :id"), {"id": item.id})
         session.execute(text("INSERT INTO items_fts(rowid, terms) VALUES (:id, :t)"),
                         {"id": item.id, "t": terms})
     else:

@@ -4,13 +4,14 @@ of the raw fetched responses."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import IO, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from storage.errors import ImportLineError
@@ -146,22 +147,74 @@ def _check(record: Any) -> dict[str, Any]:
 
 
 class Importer:
-    """Loads exported items into this database; ids and story ids are this database's own."""
+    """Loads exported items into this database; ids and story ids are this database's own.
+
+    Lines are validated in Python first; valid ones are written a chunk per transaction.
+    Only when the database refuses a chunk is it replayed one savepoint per line, so one
+    bad line never costs the others (savepoints are slow with FTS5, so they are the
+    exception, not the rule)."""
 
     def __init__(self, session: Session, now: datetime) -> None:
         self.session, self.now = session, now
         self.stories: dict[int, int] = {}
         self.report = ImportReport()
 
+    def feed(self, lines: Iterable[str], chunk: int = 500) -> ImportReport:
+        """Import every line (numbered from 1), committing every ``chunk`` valid records."""
+        batch: list[tuple[int, dict[str, Any]]] = []
+        for number, line in enumerate(lines, 1):
+            record = self.validate(number, line)
+            if record is not None:
+                batch.append((number, record))
+            if len(batch) >= chunk:
+                self._write(batch)
+                batch = []
+        self._write(batch)
+        return self.report
+
     def line(self, number: int, line: str) -> None:
+        """Import one line now (its own transaction)."""
+        record = self.validate(number, line)
+        if record is not None:
+            self._write([(number, record)])
+
+    def validate(self, number: int, line: str) -> dict[str, Any] | None:
+        """The record on this line, or None (blank, or bad: the reason goes to the report)."""
         if not line.strip():
-            return
+            return None
         try:
             record = _check(json.loads(line))
-            with self.session.begin_nested():
-                self._record(record)
+            record["_versions"] = _versions(record)
+            record["_first_seen"] = _time(record.get("first_seen_at"), "first_seen_at")
+            record["_published"] = _time(record.get("published_at"), "published_at")
+            for v in record["_versions"]:
+                v["_fetched"] = _time(v.get("fetched_at"), "fetched_at")
+            record["_matches"] = _matches(record.get("matches"))
         except (ImportLineError, json.JSONDecodeError, ValueError, TypeError) as exc:
             self.report.errors.append((number, str(exc)))
+            return None
+        return record
+
+    def _write(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        if not batch:
+            return
+        before = replace(self.report, errors=list(self.report.errors))
+        try:
+            for _, record in batch:
+                self._record(record)
+            self.session.commit()
+            return
+        except SQLAlchemyError:
+            self.session.rollback()
+            self.report = before
+            self.stories.clear()
+        for number, record in batch:
+            try:
+                with self.session.begin_nested():
+                    self._record(record)
+            except SQLAlchemyError as exc:
+                self.report.errors.append((number, f"database refused the item: {exc.orig or exc}"))
+        self.session.commit()
 
     def _source(self, source_id: str) -> None:
         if self.session.get(Source, source_id) is None:
@@ -171,20 +224,20 @@ class Importer:
             self.session.flush()
 
     def _record(self, record: dict[str, Any]) -> None:
-        versions = _versions(record)
         self._source(record["source"])
         item = self.session.scalar(select(Item).options(selectinload(Item.versions)).where(
             Item.source_id == record["source"], Item.url_key == key_of(record["canonical_url"])))
+        fresh = item is None
         if item is None:
             item = self._new_item(record)
             self.report.items_new += 1
         known = {v.content_hash for v in item.versions}
         added = 0
-        for v in versions:
+        for v in record["_versions"]:
             if v["content_hash"] in known:
                 continue
             item.version += 1
-            fetched = _time(v.get("fetched_at"), "fetched_at") or self.now
+            fetched = v["_fetched"] or self.now
             self.session.add(ItemVersion(
                 item=item, version=item.version, fetched_at=fetched, title=v.get("title") or "",
                 text=v.get("text") or "", content_hash=v["content_hash"]))
@@ -196,16 +249,13 @@ class Importer:
             self.report.unchanged += 1
             return
         self.report.versions_new += added
-        item.matches = [Match(organisation=m["organisation"], alias=m.get("alias", ""),
-                              form=m.get("form", ""), snippet=m.get("snippet", ""),
-                              start=int(m.get("start", 0)), end=int(m.get("end", 0)))
-                        for m in record.get("matches") or []]
+        item.matches = [Match(**m) for m in record["_matches"]]
         self.session.flush()
-        index_item(self.session, item)
+        index_item(self.session, item, fresh=fresh)
 
     def _new_item(self, record: dict[str, Any]) -> Item:
-        first_seen = _time(record.get("first_seen_at"), "first_seen_at") or self.now
-        published = _time(record.get("published_at"), "published_at")
+        first_seen = record["_first_seen"] or self.now
+        published = record["_published"]
         guid = record.get("guid")
         item = Item(
             source_id=record["source"], url=record["url"], canonical_url=record["canonical_url"],
@@ -226,3 +276,18 @@ class Importer:
         if isinstance(exported, int):
             self.stories[exported] = story.id
         return story.id
+
+
+def _matches(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ImportLineError("matches: expected a list")
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or not isinstance(m.get("organisation"), str):
+            raise ImportLineError("matches: every match needs an organisation")
+        out.append({"organisation": m["organisation"], "alias": str(m.get("alias", "")),
+                    "form": str(m.get("form", "")), "snippet": str(m.get("snippet", "")),
+                    "start": int(m.get("start", 0)), "end": int(m.get("end", 0))})
+    return out

@@ -193,17 +193,8 @@ def import_(app: AppContext, path: IO[str]) -> None:
     from storage.transfer import Importer
 
     now = datetime.now(UTC)
-    session = app.sessions()
-    importer = Importer(session, now)
-    try:
-        for number, line in enumerate(path, 1):
-            importer.line(number, line)
-            if number % 500 == 0:
-                session.commit()
-        session.commit()
-    finally:
-        session.close()
-    report = importer.report
+    with app.sessions() as session:
+        report = Importer(session, now).feed(path)
     for number, reason in report.errors:
         click.echo(f"newsmon: line {number}: {reason}", err=True)
     click.echo(f"imported {report.items_new} new items, {report.versions_new} new versions; "
