@@ -198,7 +198,10 @@ class StoryBand(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
-    __table_args__ = (Index("ix_story_bands_band", "band", "seen_at"),)
+    __table_args__ = (
+        Index("ix_story_bands_band", "band", "seen_at"),
+        Index("ix_story_bands_item", "item_id"),
+    )
 
 
 class ItemSignature(Base):

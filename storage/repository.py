@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -192,7 +192,8 @@ def _assign_story(session: Session, item: Item, write: ItemWrite, stories: Story
         signature, bands = signed
         session.merge(ItemSignature(item_id=item.id, signature=signature))
         session.execute(delete(StoryBand).where(StoryBand.item_id == item.id))
-        session.add_all(StoryBand(band=b, item_id=item.id, seen_at=now) for b in bands)
+        if bands:
+            session.execute(insert(StoryBand), [{"band": b, "item_id": item.id, "seen_at": now} for b in bands])
     session.flush()
 
 

@@ -284,6 +284,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("story_bands", schema=None) as batch_op:
         batch_op.create_index("ix_story_bands_band", ["band", "seen_at"], unique=False)
+        batch_op.create_index("ix_story_bands_item", ["item_id"], unique=False)
     _create_search_index()
 
 
