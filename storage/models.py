@@ -138,6 +138,7 @@ class Item(Base):
         ),
         Index("ix_items_sort", "sort_at"),
         Index("ix_items_source_sort", "source_id", "sort_at"),
+        Index("ix_items_source_seen", "source_id", "first_seen_at"),
         Index("ix_items_story", "story_id"),
     )
 

@@ -155,6 +155,7 @@ def upgrade() -> None:
     with op.batch_alter_table("items", schema=None) as batch_op:
         batch_op.create_index("ix_items_sort", ["sort_at"], unique=False)
         batch_op.create_index("ix_items_source_sort", ["source_id", "sort_at"], unique=False)
+        batch_op.create_index("ix_items_source_seen", ["source_id", "first_seen_at"], unique=False)
         batch_op.create_index("ix_items_story", ["story_id"], unique=False)
         batch_op.create_index(
             "uq_items_source_guid",
