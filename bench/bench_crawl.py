@@ -1,0 +1,163 @@
+"""Crawl benchmark: 300 local feeds × 40 items through `run_crawl_round` (python -m crawler) on a
+fresh SQLite database, against a minimal baseline in the same run (16 threads of urllib +
+feedparser.parse + one sqlite3 transaction of the same rows); then an unchanged second round.
+
+Targets (issue 3): first round ≤ 2× the baseline; second round ≤ 0.25× the first.
+Usage: .venv/bin/python bench/bench_crawl.py [--feeds N] [--items N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import resource
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import feedparser  # noqa: E402
+
+WORDS = ("министр встреча саммит сотрудничество безопасность Азия региональный форум "
+         "meeting summit cooperation security regional forum dialogue confidence").split()
+
+
+def make_feed(n: int, items: int, base: str) -> bytes:
+    parts = []
+    for i in range(items):
+        words = " ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(60))
+        mention = " The CICA ministers met." if (n + i) % 10 == 0 else ""
+        date = formatdate(1_735_000_000 + n * 1000 + i * 60, usegmt=True)
+        parts.append(
+            f"<item><title>Feed {n} item {i}: {WORDS[i % len(WORDS)]}</title>"
+            f"<link>{base}/a/{n}/{i}</link><guid>{base}/a/{n}/{i}</guid><pubDate>{date}</pubDate>"
+            f"<description><![CDATA[<p>{words}{mention}</p><p>{words}</p>]]></description></item>")
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            f"<title>Feed {n}</title><link>{base}/</link>{''.join(parts)}</channel></rss>").encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    feeds: dict[str, tuple[bytes, str]] = {}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        found = self.feeds.get(self.path)
+        if found is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body, etag = found
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml; charset=utf-8")
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve(feeds: int, items: int) -> tuple[ThreadingHTTPServer, list[str]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    for n in range(feeds):
+        body = make_feed(n, items, base)
+        Handler.feeds[f"/feeds/{n}.xml"] = (body, '"' + hashlib.sha256(body).hexdigest()[:16] + '"')
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server, [f"{base}/feeds/{n}.xml" for n in range(feeds)]
+
+
+def baseline(urls: list[str], db_path: Path) -> tuple[float, int]:
+    """16 threads fetch and parse; one sqlite3 transaction stores every entry."""
+    def fetch_parse(url: str) -> list[tuple[str, str, str, str]]:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body = response.read()
+            ctype = response.headers.get("Content-Type", "")
+        parsed = feedparser.parse(io.BytesIO(body), response_headers={
+            "content-type": ctype, "content-location": url})
+        return [(e.get("link", ""), e.get("title", ""), e.get("summary", ""), e.get("published", ""))
+                for e in parsed.entries]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        rows = [row for rows in pool.map(fetch_parse, urls) for row in rows]
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE items (url TEXT PRIMARY KEY, title TEXT, text TEXT, published TEXT)")
+    with db:
+        db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)", rows)
+    db.close()
+    return time.perf_counter() - started, len(rows)
+
+
+def crawl(urls: list[str], db_url: str, profile: bool) -> tuple[float, float, int, int]:
+    from scheduler.config import build_config
+    from scheduler.runner import run_crawl_round
+    from storage.db import make_engine, upgrade
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    engine.dispose()
+    config = build_config({
+        "storage": {"url": db_url},
+        "crawl": {"fetch_articles": False, "concurrency_per_host": 16, "timeout": "30s"},
+        "sources": [{"id": f"f{n}", "url": url, "allow_private": True} for n, url in enumerate(urls)],
+        "alerts": [{"kind": "webhook", "id": "hook", "url": "http://127.0.0.1:9/hook"}],
+    }, {})
+    started = time.perf_counter()
+    first = run_crawl_round(config, None, timeout=600)
+    first_s = time.perf_counter() - started
+    started = time.perf_counter()
+    second = run_crawl_round(config, None, timeout=600)
+    second_s = time.perf_counter() - started
+    failed = [e for e in first.sources if e.outcome == "error"]
+    if failed:
+        print("errors:", failed[:3])
+    return first_s, second_s, sum(e.new for e in first.sources), sum(e.new for e in second.sources)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--feeds", type=int, default=300)
+    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    server, urls = serve(args.feeds, args.items)
+    with tempfile.TemporaryDirectory() as tmp:
+        base_s, rows = baseline(urls, Path(tmp) / "baseline.db")
+        first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", args.profile)
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    server.shutdown()
+    print(f"feeds {args.feeds} × items {args.items}: baseline rows {rows}, crawl new {new}, "
+          f"second round new {new_again}")
+    print(f"baseline (16 threads urllib + feedparser + one sqlite3 transaction): {base_s:.2f} s")
+    print(f"crawl round 1 (fresh database): {first_s:.2f} s = {first_s / base_s:.2f}× baseline "
+          f"(target ≤ 2×)")
+    print(f"crawl round 2 (unchanged): {second_s:.2f} s = {second_s / first_s:.2f}× round 1 "
+          f"(target ≤ 0.25×)")
+    print(f"peak RSS of a crawl process: {peak_mib:.0f} MiB")
+    ok = first_s <= 2 * base_s and second_s <= 0.25 * first_s
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
