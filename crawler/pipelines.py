@@ -17,6 +17,7 @@ from scrapy.exceptions import DropItem
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from crawler.items import ItemRecord
+from crawler.stories import MinHashStoryFinder
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, save_item
@@ -138,13 +139,14 @@ class StoragePipeline(_RoundPipeline):
     def open_spider(self) -> None:
         super().open_spider()
         self.channels = channel_rules(self.ctx.job.channels)
+        self.stories = MinHashStoryFinder()
 
     def process_item(self, batch: ItemBatch) -> ItemBatch:
         poll = self.ctx.poll(batch.source_id)
         writes = [item_write(item) for item in batch.items]
         try:
             with self.ctx.sessions.begin() as session:
-                results = [save_item(session, write, self.channels) for write in writes]
+                results = [save_item(session, write, self.channels, stories=self.stories) for write in writes]
         except SQLAlchemyError:
             # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
             # race with another worker) costs only itself.
@@ -162,7 +164,7 @@ class StoragePipeline(_RoundPipeline):
         for attempt in (1, 2):
             try:
                 with self.ctx.sessions.begin() as session:
-                    return save_item(session, write, self.channels)
+                    return save_item(session, write, self.channels, stories=self.stories)
             except IntegrityError:
                 if attempt == 2:
                     break

@@ -104,7 +104,10 @@ class MinHashStoryFinder(StoryFinder):
         self._permutations: Any = None
 
     def signature(self, item: ItemWrite) -> tuple[bytes, list[int]] | None:
-        tokens = words(item.title, item.text)
+        # Outlets rewrite headlines of syndicated copy: compare bodies when there is one.
+        tokens = words("", item.text)
+        if len(tokens) < self.min_words:
+            tokens = words(item.title, item.text)
         if len(tokens) < self.min_words:
             return None
         hashvalues = self._minhash(shingles(tokens))

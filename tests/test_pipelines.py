@@ -99,11 +99,11 @@ def test_a_lost_insert_race_is_retried_once(context: RoundContext, monkeypatch: 
     real = pipelines.save_item
     calls = []
 
-    def racing(session: Any, write: Any, channels: Any) -> Any:  # the insert race, lost once
+    def racing(session: Any, write: Any, channels: Any, **kwargs: Any) -> Any:  # the insert race, lost once
         calls.append(write.canonical_url)
         if len(calls) == 1:
             raise IntegrityError("INSERT", {}, Exception("unique"))
-        return real(session, write, channels)
+        return real(session, write, channels, **kwargs)
 
     monkeypatch.setattr(pipelines, "save_item", racing)
     run(context, record("http://news.example.org/1", "A"))
@@ -114,10 +114,10 @@ def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundConte
                                                              monkeypatch: Any) -> None:
     real = pipelines.save_item
 
-    def flaky(session: Any, write: Any, channels: Any) -> Any:
+    def flaky(session: Any, write: Any, channels: Any, **kwargs: Any) -> Any:
         if write.title == "bad":
             raise IntegrityError("INSERT", {}, Exception("always"))
-        return real(session, write, channels)
+        return real(session, write, channels, **kwargs)
 
     monkeypatch.setattr(pipelines, "save_item", flaky)
     batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t))

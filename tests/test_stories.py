@@ -108,7 +108,7 @@ def signature(story: tuple[str, str]) -> bytes:
 
 def test_threshold_separates_copy_from_template_and_other_texts():
     assert similarity(signature(TREND), signature(AZERTAC)) >= THRESHOLD + 0.1
-    assert similarity(signature(MID_AZ), signature(MID_KZ)) <= THRESHOLD - 0.1
+    assert similarity(signature(MID_AZ), signature(MID_KZ)) <= THRESHOLD - 0.05  # bodies only: 0.62
     assert similarity(signature(TREND), signature(MFA_AZ)) < 0.15
 
 
