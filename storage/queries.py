@@ -5,10 +5,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy import and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from storage.models import AlertEvent, FetchLog, Item, Match, Source, Worker
@@ -32,63 +32,86 @@ class SearchFilter:
     matched_only: bool = False
 
 
-def _fulltext(session: Session, stmt: Select[Any], query: str) -> Select[Any]:
+SELECTIVE = 5_000  # fewer matches than this: the filter drives the query
+UBIQUITOUS = 50_000  # at least this many: test each candidate of the newest-first walk
+
+
+def _count_upto(session: Session, sql: str, params: dict[str, Any]) -> int:
+    """How many rows ``sql`` yields, counting no further than UBIQUITOUS."""
+    return session.execute(text(f"SELECT count(*) FROM ({sql} LIMIT :upto)"),
+                           {**params, "upto": UBIQUITOUS}).scalar() or 0
+
+
+def _fts_rowids(expression: str, name: str) -> Any:
+    return select(text("rowid")).select_from(text("items_fts")).where(text(f"items_fts MATCH :{name}")).params(
+        **{name: expression})
+
+
+def _walk_id(selective: bool) -> Any:
+    """items.id, or ``+items.id`` (SQLite's way to keep a term from choosing the index), so a
+    filter that matches many items is tested along the newest-first index walk instead."""
+    return Item.id if selective else literal_column("+items.id")
+
+
+def _fulltext(session: Session, query: str) -> list[Any]:
+    """WHERE clauses for a full-text query."""
     parsed = parse_query(query)
     if parsed.empty:
-        return stmt
-    if session.get_bind().dialect.name == "sqlite":
-        positive, negative = fts5_match(parsed), fts5_excluded(parsed)
-        if positive and _is_common(session, positive):
-            # Most items match: walk the newest-first index and test each candidate, so the
-            # query stops after `limit` hits instead of sorting every match.
-            stmt = stmt.with_hint(Item, "INDEXED BY ix_items_sort", "sqlite").where(text(
-                "EXISTS (SELECT 1 FROM items_fts WHERE items_fts MATCH :fts_pos "
-                "AND items_fts.rowid = items.id)").bindparams(fts_pos=positive))
-        elif positive:
-            stmt = stmt.where(Item.id.in_(
-                select(text("rowid")).select_from(text("items_fts"))
-                .where(text("items_fts MATCH :fts_pos")).params(fts_pos=positive)))
-        if negative:
-            stmt = stmt.where(Item.id.not_in(
-                select(text("rowid")).select_from(text("items_fts"))
-                .where(text("items_fts MATCH :fts_neg")).params(fts_neg=negative)))
-        return stmt
-    return stmt.where(Item.id.in_(
-        select(text("item_id")).select_from(text("items_search"))
-        .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed))))
+        return []
+    if session.get_bind().dialect.name != "sqlite":
+        return [Item.id.in_(select(text("item_id")).select_from(text("items_search"))
+                            .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed)))]
+    clauses: list[Any] = []
+    positive, negative = fts5_match(parsed), fts5_excluded(parsed)
+    if positive:
+        found = _count_upto(session, "SELECT rowid FROM items_fts WHERE items_fts MATCH :m", {"m": positive})
+        if found >= UBIQUITOUS:  # collecting every match would cost more than testing candidates
+            clauses.append(text("EXISTS (SELECT 1 FROM items_fts WHERE items_fts MATCH :fts_pos "
+                                "AND items_fts.rowid = items.id)").bindparams(fts_pos=positive))
+        else:
+            clauses.append(_walk_id(found < SELECTIVE).in_(_fts_rowids(positive, "fts_pos")))
+    if negative:
+        clauses.append(Item.id.not_in(_fts_rowids(negative, "fts_neg")))
+    return clauses
 
 
-COMMON = 5000
-
-
-def _is_common(session: Session, match: str) -> bool:
-    """Whether an FTS5 expression matches at least COMMON items (counting stops there)."""
-    found = session.execute(text("SELECT count(*) FROM (SELECT rowid FROM items_fts "
-                                 "WHERE items_fts MATCH :m LIMIT :n)"), {"m": match, "n": COMMON}).scalar()
-    return bool(found and found >= COMMON)
+def _organisations(session: Session, organisations: Sequence[str]) -> Any:
+    orgs = list(organisations)
+    if session.get_bind().dialect.name != "sqlite":
+        return Item.id.in_(select(Match.item_id).where(Match.organisation.in_(orgs)))
+    placeholders = ", ".join(f":o{i}" for i in range(len(orgs)))
+    found = _count_upto(session, f"SELECT 1 FROM matches WHERE organisation IN ({placeholders})",
+                        {f"o{i}": o for i, o in enumerate(orgs)})
+    if found >= UBIQUITOUS:
+        return exists().where(Match.item_id == Item.id, Match.organisation.in_(orgs))
+    return _walk_id(found < SELECTIVE).in_(select(Match.item_id).where(Match.organisation.in_(orgs)))
 
 
 def search_items(session: Session, flt: SearchFilter) -> list[dict[str, Any]]:
-    """Items matching ``flt``, newest first, as contract ITEM objects."""
+    """Items matching ``flt``, newest first, as contract ITEM objects.
+
+    On SQLite (which keeps no statistics), each filter first counts its matches cheaply: a
+    selective filter drives the query from its few matches; a common one is tested along the
+    walk of the newest-first index, which stops after ``limit`` hits."""
     stmt = select(Item).options(selectinload(Item.matches))
+    clauses: list[Any] = []
     if flt.query:
-        stmt = _fulltext(session, stmt, flt.query)
+        clauses.extend(_fulltext(session, flt.query))
     if flt.organisations:
-        stmt = stmt.where(Item.id.in_(
-            select(Match.item_id).where(Match.organisation.in_(list(flt.organisations)))))
+        clauses.append(_organisations(session, flt.organisations))
     elif flt.matched_only:
-        stmt = stmt.where(Item.id.in_(select(Match.item_id)))
+        clauses.append(exists().where(Match.item_id == Item.id))
     if flt.sources:
-        stmt = stmt.where(Item.source_id.in_(list(flt.sources)))
+        clauses.append(Item.source_id.in_(list(flt.sources)))
     if flt.since is not None:
-        stmt = stmt.where(Item.sort_at >= flt.since)
+        clauses.append(Item.sort_at >= flt.since)
     if flt.until is not None:
-        stmt = stmt.where(Item.sort_at <= flt.until)
+        clauses.append(Item.sort_at <= flt.until)
     if flt.before is not None:
         at, last_id = flt.before
-        stmt = stmt.where(or_(Item.sort_at < at, and_(Item.sort_at == at, Item.id < last_id)))
+        clauses.append(or_(Item.sort_at < at, and_(Item.sort_at == at, Item.id < last_id)))
     limit = max(1, min(flt.limit, MAX_LIMIT))
-    stmt = stmt.order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit)
+    stmt = stmt.where(*clauses).order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit)
     items = session.scalars(stmt).all()
     return [_with_cursor(item) for item in items]
 
@@ -193,14 +216,27 @@ def source_status(session: Session, now: datetime, silence_factor: float = 3.0) 
     return out
 
 
-def worker_status(session: Session) -> list[dict[str, Any]]:
+def worker_status(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Live workers: identity, heartbeat age, what each holds (source ids, alert events) and
+    how many polls it has done (fetch log)."""
+    now = now or datetime.now(UTC)
     workers = session.scalars(select(Worker).where(Worker.stopped_at.is_(None))
                               .order_by(Worker.started_at)).all()
-    held = dict(session.execute(select(Source.lease_owner, func.count())
-                                .where(Source.lease_owner.is_not(None))
-                                .group_by(Source.lease_owner)).all())
+    ids = [w.id for w in workers]
+    held: dict[str, list[str]] = {}
+    for owner, source_id in session.execute(select(Source.lease_owner, Source.id)
+                                            .where(Source.lease_owner.in_(ids)).order_by(Source.id)):
+        held.setdefault(owner, []).append(source_id)
+    events = dict(session.execute(select(AlertEvent.lease_owner, func.count())
+                                  .where(AlertEvent.lease_owner.in_(ids))
+                                  .group_by(AlertEvent.lease_owner)).all())
+    polls = dict(session.execute(select(FetchLog.worker_id, func.count())
+                                 .where(FetchLog.worker_id.in_(ids)).group_by(FetchLog.worker_id)).all())
     return [{"id": w.id, "host": w.host, "pid": w.pid, "started_at": iso(w.started_at),
-             "heartbeat_at": iso(w.heartbeat_at), "sources_held": held.get(w.id, 0)}
+             "heartbeat_at": iso(w.heartbeat_at),
+             "heartbeat_age_seconds": round(max(0.0, (now - w.heartbeat_at).total_seconds()), 1),
+             "sources_held": len(held.get(w.id, [])), "holds": held.get(w.id, []),
+             "events_held": events.get(w.id, 0), "polls": polls.get(w.id, 0)}
             for w in workers]
 
 

@@ -157,3 +157,17 @@ def test_bad_import_lines_are_reported_and_the_rest_imported(run):
     assert result.exit_code == 1
     assert "line 2:" in result.output and "line 3: url" in result.output
     assert search_ids(run, "СВМДА") == ["Новость о СВМДА"]
+
+
+@pytest.mark.parametrize(("selective", "ubiquitous"), [(1, 10**9), (1, 1)])
+def test_every_query_plan_gives_the_same_answers(loaded, monkeypatch, selective, ubiquitous):
+    """SQLite picks a plan by how common a filter is; each plan must answer the same."""
+    queries = [("СВМДА",), ('"мерам доверия"',), ("--org", "SCO"), ("СВМДА", "--org", "SCO"),
+               ("СВМДА", "--since", "2025-02-02"), ("football OR заседание", "--source", "tass")]
+    expected = [search_ids(loaded, *q) for q in queries]
+    import storage.queries
+
+    monkeypatch.setattr(storage.queries, "SELECTIVE", selective)
+    monkeypatch.setattr(storage.queries, "UBIQUITOUS", ubiquitous)
+    assert [search_ids(loaded, *q) for q in queries] == expected
+    assert all(expected)
