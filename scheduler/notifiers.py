@@ -7,9 +7,7 @@ import base64
 import hashlib
 import hmac
 import html
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,20 +16,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from crawler.addresses import destination_problem
+
 if TYPE_CHECKING:
     from scheduler.config import AlertSpec
     from storage.outbox import ClaimedEvent
 
 USER_AGENT = "newsmon/0.1 (alerts)"
-
-# The same ranges the crawler refuses (crawler/safety.py); repeated here because that module
-# imports Scrapy, and the daemon process never does.
-BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "::/128", "::1/128",
-    "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:db8::/32", "fc00::/7",
-    "fe80::/10", "fec0::/10", "ff00::/8"))
 
 # Apprise schemes whose URL host is the server Apprise connects to (self-hosted services and
 # generic HTTP targets); for cloud services (tgram://, slack://, …) the "host" is a token.
@@ -66,34 +57,6 @@ class Channel(Protocol):
 
 
 # --- destination check ---------------------------------------------------------------------------
-
-
-def address_problem(address: str) -> str | None:
-    """Why an alert may not go to ``address`` (e.g. "127.0.0.0/8"), None for a public one."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return "not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip.sixtofour):
-        return address_problem(str(ip.ipv4_mapped or ip.sixtofour))
-    return next((str(n) for n in BLOCKED_NETWORKS if ip.version == n.version and ip in n), None)
-
-
-def destination_problem(host: str | None, port: int | None = None) -> str | None:
-    """None when every address ``host`` resolves to is public; else the reason to refuse.
-    A name that does not resolve is left to fail on its own when sent."""
-    host = (host or "").strip("[]").rstrip(".").lower()
-    if not host:
-        return "no host"
-    try:
-        infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
-    except OSError:
-        return None
-    for info in infos:
-        address = str(info[4][0])
-        if problem := address_problem(address):
-            return f"refused {host}: resolves to {address} ({problem}); set allow_private = true to allow it"
-    return None
 
 
 def apprise_host(url: str) -> str | None:
@@ -202,7 +165,7 @@ class WebhookChannel:
         if not self.spec.allow_private:
             parts = urlsplit(self.spec.url)
             if problem := destination_problem(parts.hostname, parts.port):
-                return Delivery(False, f"blocked: {problem}")
+                return Delivery(False, f"blocked: {problem}; set allow_private = true to allow it")
         try:
             response = self.client.post(self.spec.url, content=body, headers=self.headers(msg_id, body))
         except httpx.TimeoutException:
@@ -247,7 +210,7 @@ class AppriseChannel:
         if not self.spec.allow_private:
             host = apprise_host(self.spec.url)
             if host and (problem := destination_problem(host)):
-                return Delivery(False, f"blocked: {problem}")
+                return Delivery(False, f"blocked: {problem}; set allow_private = true to allow it")
         result = self.apprise.notify(title=title, body=body, body_format=self.body_format)
         return Delivery(True) if result else Delivery(False, "apprise: the notification was not sent")
 

@@ -11,14 +11,13 @@ import uuid
 
 import pytest
 
+from crawler.addresses import address_problem, destination_problem
 from scheduler.config import AlertSpec
 from scheduler.notifiers import (
     AppriseChannel,
     WebhookChannel,
-    address_problem,
     apprise_host,
     build_channel,
-    destination_problem,
     digest_id,
     sign,
 )
