@@ -213,7 +213,7 @@ class Daemon:
                                   CronTrigger.from_crontab(channel.spec.schedule), id=f"digest:{channel_id}",
                                   misfire_grace_time=3600)
         scheduler.add_job(guarded("heartbeat", lambda: jobs.beat(rt)), "interval",
-                          seconds=jobs.HEARTBEAT_SECONDS, id="heartbeat")
+                          seconds=rt.heartbeat_seconds, id="heartbeat")
         rt.wake_dispatch = lambda: self.wake_dispatch(rt)
         return scheduler
 

@@ -14,7 +14,14 @@ from loguru import logger
 from sqlalchemy import select
 
 from crawler.policy import next_poll_at
-from storage.leases import claim_due_sources, heartbeat, reap_workers, register_worker, release_sources
+from storage.leases import (
+    claim_due_sources,
+    heartbeat,
+    reap_workers,
+    register_worker,
+    release_sources,
+    renew_leases,
+)
 from storage.models import Source
 from storage.outbox import (
     ClaimedEvent,
@@ -46,6 +53,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def heartbeat_interval(config: AppConfig) -> float:
+    """Beat (and renew leases) at least three times per lease."""
+    return min(HEARTBEAT_SECONDS, config.daemon.lease / 3)
+
+
 @dataclass
 class Runtime:
     """What every job needs; built once by the daemon (the composition root)."""
@@ -72,8 +84,13 @@ class Runtime:
 
     @property
     def source_lease(self) -> float:
-        """A source lease outlives the longest round, so nobody takes a source mid-poll."""
-        return max(self.config.daemon.lease, self.config.daemon.round_timeout + 60.0)
+        """A source lease is renewed by every heartbeat while the round runs (so nobody takes a
+        source mid-poll) and runs out ``daemon.lease`` seconds after a worker dies."""
+        return self.config.daemon.lease
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return heartbeat_interval(self.config)
 
     @contextmanager
     def job(self) -> Iterator[None]:
@@ -126,7 +143,8 @@ def poll_due_sources(rt: Runtime) -> int:
         while not rt.stopping.is_set():
             with rt.sessions() as session:
                 ids = claim_due_sources(session, rt.worker_id, rt.clock(),
-                                        limit=rt.config.daemon.batch_size, lease_seconds=rt.source_lease)
+                                        limit=rt.config.daemon.batch_size, lease_seconds=rt.source_lease,
+                                        per_host=rt.config.crawl.concurrency_per_host)
             if not ids:
                 break
             run_round(rt, ids)
@@ -299,13 +317,14 @@ def warn_unknown_channels(rt: Runtime) -> list[str]:
 
 
 def beat(rt: Runtime) -> list[str]:
-    """Refresh this worker's heartbeat (re-registering if it was given up for dead) and reap
-    workers that have been silent for a while, freeing their leases."""
+    """Refresh this worker's heartbeat (re-registering if it was given up for dead), renew the
+    leases it holds, and reap workers that have been silent for a while, freeing their leases."""
     now = rt.clock()
     with rt.sessions() as session:
         if not heartbeat(session, rt.worker_id, now):
             logger.warning("worker {} had been reaped as dead; registering again", rt.worker_id)
             register_worker(session, rt.worker_id, rt.host, rt.pid, now)
+        renew_leases(session, rt.worker_id, now, rt.source_lease)
         dead = reap_workers(session, now, stale_after=max(60.0, 6 * HEARTBEAT_SECONDS), keep=rt.worker_id)
     for worker in dead:
         logger.warning("worker {} stopped sending heartbeats: its leases are free again", worker)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, func, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -31,14 +31,28 @@ def _due(now: datetime) -> list[Any]:
     ]
 
 
+# Claims take this transaction-level advisory lock on PostgreSQL: per-host quotas are counted
+# and spent in one serialised step (a claim is one short statement, so this costs little).
+CLAIM_LOCK = 0x6E65_7773
+
+
 def claim_due_sources(session: Session, worker_id: str, now: datetime, *, limit: int = 200,
-                      lease_seconds: float = 600.0) -> list[str]:
+                      lease_seconds: float = 600.0, per_host: int | None = None) -> list[str]:
     """Lease up to ``limit`` due sources (never polled first, then the most overdue) to
     ``worker_id`` and return their ids. ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the
-    single UPDATE is atomic. Commits."""
-    due = (select(Source.id).where(*_due(now))
-           .order_by(Source.next_poll_at.asc().nulls_first(), Source.id).limit(limit)
-           .with_for_update(skip_locked=True)
+    single UPDATE is atomic. Commits.
+
+    :param per_host: politeness across workers (``crawl.concurrency_per_host``): a host whose
+        sources other workers hold ``per_host`` or more leases on is skipped, and one with
+        ``k`` such leases gives at most ``per_host - k`` sources; a host nobody else holds is
+        all ours (the round's crawler caps its own requests per host). So no more than
+        ``per_host`` requests run against one host in total.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+    pick = _due_ids(worker_id, now, limit) if per_host is None else _polite_ids(worker_id, now, limit,
+                                                                                 per_host)
+    due = (select(Source.id).where(Source.id.in_(pick)).with_for_update(skip_locked=True)
            .cte("due").prefix_with("MATERIALIZED", dialect="postgresql"))
     stmt = (update(Source).where(Source.id.in_(select(due.c.id)), *_due(now))
             .values(lease_owner=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds))
@@ -47,6 +61,43 @@ def claim_due_sources(session: Session, worker_id: str, now: datetime, *, limit:
     rows = session.execute(stmt).all()
     session.commit()
     return [r.id for r in sorted(rows, key=lambda r: (r.next_poll_at is not None, r.next_poll_at, r.id))]
+
+
+def _due_ids(worker_id: str, now: datetime, limit: int) -> Select[tuple[str]]:
+    return (select(Source.id).where(*_due(now))
+            .order_by(Source.next_poll_at.asc().nulls_first(), Source.id).limit(limit))
+
+
+def _polite_ids(worker_id: str, now: datetime, limit: int, per_host: int) -> Select[tuple[str]]:
+    """Due sources within each host's remaining quota (see claim_due_sources)."""
+    others = (select(Source.host, func.count().label("n"))
+              .where(Source.lease_owner.is_not(None), Source.lease_owner != worker_id,
+                     Source.lease_expires_at >= now)
+              .group_by(Source.host).cte("held_by_others"))
+    held = func.coalesce(others.c.n, 0)
+    rank = func.row_number().over(partition_by=Source.host,
+                                  order_by=(Source.next_poll_at.asc().nulls_first(), Source.id))
+    ranked = (select(Source.id, Source.next_poll_at, held.label("held"), rank.label("rank"))
+              .select_from(Source).outerjoin(others, others.c.host == Source.host)
+              .where(*_due(now), held < per_host).subquery("ranked"))
+    return (select(ranked.c.id)
+            .where(or_(ranked.c.held == 0, ranked.c.rank <= per_host - ranked.c.held))
+            .order_by(ranked.c.next_poll_at.asc().nulls_first(), ranked.c.id).limit(limit))
+
+
+def renew_leases(session: Session, worker_id: str, now: datetime, lease_seconds: float) -> int:
+    """Extend every lease this worker holds (sources and alert events): a live worker keeps
+    what it is working on, a dead one loses it ``lease_seconds`` after its last heartbeat.
+    Returns how many leases were renewed. Commits."""
+    until = now + timedelta(seconds=lease_seconds)
+    renewed = 0
+    for model in (Source, AlertEvent):
+        result = session.execute(update(model).where(model.lease_owner == worker_id)
+                                 .values(lease_expires_at=until)
+                                 .execution_options(synchronize_session=False))
+        renewed += int(getattr(result, "rowcount", 0) or 0)
+    session.commit()
+    return renewed
 
 
 def release_sources(session: Session, worker_id: str, ids: Sequence[str] | None = None) -> list[str]:

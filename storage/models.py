@@ -65,6 +65,7 @@ class Source(Base):
     name: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[str] = mapped_column(String(16))
     url: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255), default="")  # the URL's host: politeness
     language: Mapped[str | None] = mapped_column(String(16))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     interval_seconds: Mapped[float] = mapped_column(Float, default=600.0)
@@ -84,7 +85,8 @@ class Source(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
-    __table_args__ = (Index("ix_sources_due", "enabled", "next_poll_at"),)
+    __table_args__ = (Index("ix_sources_due", "enabled", "next_poll_at"),
+                      Index("ix_sources_lease", "lease_owner", "host"))
 
 
 class Story(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import and_, exists, func, literal_column, or_, select, text
@@ -16,6 +16,21 @@ from storage.search import fts5_excluded, fts5_match, parse_query, tsquery
 from storage.serialize import iso, item_dict, version_dict
 
 MAX_LIMIT = 1000
+
+
+def parse_when(value: str, *, end_of_day: bool = False) -> datetime:
+    """An ISO date or date-time as UTC; a bare date is its start (or its end, for "until").
+    Raises ValueError with a reason users can act on."""
+    value = value.strip()
+    try:
+        if len(value) == 10:
+            moment = datetime.combine(date.fromisoformat(value), time.max if end_of_day else time.min)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO date or time (e.g. 2025-02-04 or "
+                         "2025-02-04T09:30:00+03:00)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @dataclass

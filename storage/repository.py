@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -249,10 +250,16 @@ class SourceRow:
     interval_seconds: float = 600.0
 
 
+SYNC_LOCK = 0x6E65_7774
+
+
 def sync_sources(session: Session, rows: Iterable[SourceRow], now: datetime) -> None:
     """Insert new sources, update changed definitions; keep polling state. Sources no longer
-    configured are disabled (their items stay)."""
+    configured are disabled (their items stay). On PostgreSQL, workers starting together sync
+    one after the other (a transaction-level advisory lock), never inserting a source twice."""
     rows = list(rows)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK})
     existing = {s.id: s for s in session.scalars(select(Source))}
     for row in rows:
         source = existing.get(row.id)
@@ -262,6 +269,7 @@ def sync_sources(session: Session, rows: Iterable[SourceRow], now: datetime) -> 
         elif source.url != row.url:
             source.etag = source.last_modified = source.body_hash = None
         source.kind, source.url, source.name = row.kind, row.url, row.name
+        source.host = (urlsplit(row.url).hostname or "").lower()
         source.language, source.enabled = row.language, row.enabled
         source.interval_seconds = row.interval_seconds
     configured = {r.id for r in rows}

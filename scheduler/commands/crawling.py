@@ -169,8 +169,11 @@ def print_status(doc: dict[str, Any]) -> None:
                       f"{error['class']}: {(error['message'] or '')[:60]}" if error else "")
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
     console.print(table)
-    if doc["workers"]:
-        console.print("workers: " + ", ".join(w["id"] for w in doc["workers"]))
+    for w in doc["workers"]:
+        holds = ", ".join(w["holds"][:10]) + (" …" if len(w["holds"]) > 10 else "")
+        console.print(f"worker {w['id']}: heartbeat {w['heartbeat_age_seconds']}s ago, "
+                      f"{w['polls']} polls, holds {w['sources_held']} sources"
+                      f"{f' ({holds})' if holds else ''}, {w['events_held']} alert events")
     latency = doc.get("latency", {}).get("published_to_delivered", {})
     if latency.get("count"):
         console.print(f"alert latency published → delivered: p50 {latency['p50']}s, "

@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import stats
-from storage.queries import outbox_backlog
+from storage.queries import outbox_backlog, worker_status
 
 LATENCY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 
@@ -48,6 +48,7 @@ class DatabaseCollector(Collector):
             yield GaugeMetricFamily("newsmon_outbox_backlog", "Alert events not yet delivered",
                                     value=outbox_backlog(session))
             yield from self._polls(session)
+            yield from self._workers(session)
             yield _histogram(stats.latency_samples(session))
 
     def _polls(self, session: Session) -> Iterator[Metric]:
@@ -64,6 +65,28 @@ class DatabaseCollector(Collector):
             polls.add_metric([src, outcome], n)
         yield polls
         yield errors
+
+
+    def _workers(self, session: Session) -> Iterator[Metric]:
+        families = {
+            "heartbeat_age_seconds": GaugeMetricFamily(
+                "newsmon_worker_heartbeat_age_seconds", "Seconds since a live worker's heartbeat",
+                labels=["worker", "host"]),
+            "sources_held": GaugeMetricFamily(
+                "newsmon_worker_sources_held", "Source leases a live worker holds", labels=["worker", "host"]),
+            "events_held": GaugeMetricFamily(
+                "newsmon_worker_events_held", "Alert event leases a live worker holds",
+                labels=["worker", "host"]),
+        }
+        polls = CounterMetricFamily("newsmon_worker_polls", "Polls done by a live worker (fetch log)",
+                                    labels=["worker", "host"])
+        for worker in worker_status(session):
+            labels = [worker["id"], worker["host"]]
+            for key, family in families.items():
+                family.add_metric(labels, worker[key])
+            polls.add_metric(labels, worker["polls"])
+        yield from families.values()
+        yield polls
 
 
 def make_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:

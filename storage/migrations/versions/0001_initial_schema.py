@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("language", sa.String(length=16), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("interval_seconds", sa.Float(), nullable=False),
@@ -60,6 +61,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("sources", schema=None) as batch_op:
         batch_op.create_index("ix_sources_due", ["enabled", "next_poll_at"], unique=False)
+        batch_op.create_index("ix_sources_lease", ["lease_owner", "host"], unique=False)
 
     op.create_table(
         "stories",
@@ -348,6 +350,7 @@ def downgrade() -> None:
     op.drop_table("workers")
     op.drop_table("stories")
     with op.batch_alter_table("sources", schema=None) as batch_op:
+        batch_op.drop_index("ix_sources_lease")
         batch_op.drop_index("ix_sources_due")
 
     op.drop_table("sources")
