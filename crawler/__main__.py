@@ -13,6 +13,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from crawler.job import CrawlJob
+from crawler.logs import InterceptHandler
 
 EXIT_OK = 0
 EXIT_BAD_JOB = 2
@@ -21,24 +22,13 @@ EXIT_WATCHDOG = 124
 WATCHDOG_GRACE = 3.0
 
 
-class _InterceptHandler(logging.Handler):
-    """stdlib logging (Scrapy, Twisted) into loguru."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level: str | int = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        logger.opt(exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
-
-
 def setup_logging(level: str, json_lines: bool) -> None:
     """loguru on stderr; stdlib records below ``level`` are dropped before formatting."""
     logger.remove()
     logger.add(sys.stderr, level=level.upper(), serialize=json_lines, colorize=False,
                backtrace=False, diagnose=False,  # no local variables (feed content) in logs
                format="{time:HH:mm:ss} {level: <7} crawl {message}")
-    handler = _InterceptHandler(level=logging.getLevelName(level.upper()))
+    handler = InterceptHandler(level=logging.getLevelName(level.upper()))
     logging.basicConfig(handlers=[handler], level=logging.NOTSET, force=True)
     # A robots.txt that cannot be fetched is logged with a full traceback; the request after
     # it fails (and is classified) on its own.

@@ -7,16 +7,7 @@ import sys
 
 from loguru import logger
 
-
-class InterceptHandler(logging.Handler):
-    """Send stdlib log records to loguru, keeping the caller's module and level."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level: str | int = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+from crawler.logs import InterceptHandler
 
 
 def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
@@ -28,7 +19,6 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
         logger.add(sys.stderr, level=level.upper(), colorize=sys.stderr.isatty(),
                    format="<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {message}")
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)
+    threshold = max(logging.INFO, logging.getLevelNamesMapping().get(level.upper(), logging.INFO))
     for noisy in ("scrapy", "apscheduler", "uvicorn", "httpx", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level.upper())
-                                              if isinstance(logging.getLevelName(level.upper()), int)
-                                              else logging.INFO))
+        logging.getLogger(noisy).setLevel(threshold)

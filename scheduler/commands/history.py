@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from contextlib import contextmanager
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,19 +18,15 @@ from scheduler.context import AppContext, fail, pass_app
 
 
 def parse_when(value: str | None, *, end_of_day: bool = False) -> datetime | None:
-    """An ISO date or time as UTC; a bare date means its start (or its end for --until)."""
+    """An ISO date or time as UTC (a bare date means its start, or its end for --until)."""
+    from storage.queries import parse_when as parse
+
     if value is None:
         return None
     try:
-        if len(value) == 10:
-            day = datetime.fromisoformat(value).date()
-            moment = datetime.combine(day, time.max if end_of_day else time.min)
-        else:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO date or time (e.g. 2025-02-04 or "
-                                 "2025-02-04T09:30:00+03:00)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return parse(value, end_of_day=end_of_day)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:

@@ -6,8 +6,9 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 
+from storage import queries
 from storage.queries import MAX_LIMIT, SearchFilter
 
 MAX_ID = 2**63 - 1
@@ -22,20 +23,13 @@ class BadParameter(ValueError):
 
 
 def parse_when(name: str, value: str | None, *, end_of_day: bool = False) -> datetime | None:
-    """An ISO date or date-time as UTC; a bare date is its start (or its end for `until`)."""
+    """An ISO date or date-time as UTC (see storage.queries.parse_when); None when empty."""
     if value is None or not value.strip():
         return None
-    value = value.strip()
     try:
-        if len(value) == 10:
-            day = datetime.fromisoformat(value).date()
-            moment = datetime.combine(day, time.max if end_of_day else time.min)
-        else:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadParameter(name, f"{value!r} is not an ISO date or time (e.g. 2025-02-04 or "
-                                 "2025-02-04T09:30:00+03:00)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return queries.parse_when(value, end_of_day=end_of_day)
+    except ValueError as exc:
+        raise BadParameter(name, str(exc)) from None
 
 
 def encode_cursor(position: tuple[datetime, int]) -> str:
