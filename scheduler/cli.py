@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import click
 
-from scheduler.context import AppContext
+from scheduler.context import AppContext, fail
 from scheduler.logs import setup_logging
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class NewsmonGroup(click.Group):
+    """Turns database failures anywhere in a command into one clear line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from sqlalchemy.exc import DBAPIError
+
+        from storage.errors import DatabaseError
+
+        try:
+            return super().invoke(ctx)
+        except DatabaseError as exc:
+            fail(str(exc), 1)
+        except DBAPIError as exc:
+            fail(f"database error: {exc.orig}", 1)
+
+
+@click.group(cls=NewsmonGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", metavar="PATH", envvar="NEWSMON_CONFIG",
               help="Configuration file (default: $NEWSMON_CONFIG, else ./newsmon.toml, else built-in defaults).")
 @click.option("--log-level", default="INFO", show_default=True,

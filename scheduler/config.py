@@ -193,6 +193,8 @@ def build_config(raw: dict[str, Any], environ: Mapping[str, str], name: str = "<
             message = "unknown key (check the spelling)"
         if key == "" and (m := re.match(r"^([\w]+\[\d+\](?:\.\w+)*): (.*)$", message)):
             key, message = m.group(1), m.group(2)
+        if key == "storage.url" and environ.get("NEWSMON_DATABASE_URL"):
+            raise ConfigError("NEWSMON_DATABASE_URL", "", message) from None
         raise ConfigError(name, key, message, _line_of(text, _loc(key))) from None
 
 

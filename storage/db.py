@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import DatabaseError
@@ -34,7 +34,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"cannot create the directory of {database}: {exc.strerror}") from None
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -66,7 +69,7 @@ def upgrade(engine: Engine) -> None:
             config = _alembic_config(engine)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except OperationalError as exc:
+    except (OperationalError, DBAPIError) as exc:
         raise DatabaseError(f"cannot open or migrate the database: {exc.orig}") from None
 
 

@@ -126,3 +126,18 @@ def test_sizes(text, size):
 def test_bad_durations(bad):
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+def test_bad_database_url_override_names_the_variable(tmp_path):
+    result = CliRunner().invoke(cli, ["--config", str(write(tmp_path, BASE)), "search"],
+                                env={"NEWSMON_DATABASE_URL": "mysql://x/y"})
+    assert result.exit_code == 2 and "NEWSMON_DATABASE_URL" in result.output
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://nobody@127.0.0.1:1/x", "sqlite:////proc/nope/x.db"])
+def test_unreachable_database_is_one_line_and_exit_1(tmp_path, url):
+    result = CliRunner().invoke(cli, ["--config", str(write(tmp_path, BASE)), "search"],
+                                env={"NEWSMON_DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert result.output.startswith("newsmon: ") and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2
