@@ -28,7 +28,8 @@ def setup_logging(level: str, json_lines: bool) -> None:
     logger.add(sys.stderr, level=level.upper(), serialize=json_lines, colorize=False,
                backtrace=False, diagnose=False,  # no local variables (feed content) in logs
                format="{time:HH:mm:ss} {level: <7} crawl {message}")
-    handler = InterceptHandler(level=logging.getLevelName(level.upper()))
+    handler = InterceptHandler(level=logging.getLevelName(level.upper()),
+                               tracebacks=level.upper() in ("DEBUG", "TRACE"))
     logging.basicConfig(handlers=[handler], level=logging.NOTSET, force=True)
     # A robots.txt that cannot be fetched is logged with a full traceback; the request after
     # it fails (and is classified) on its own.

@@ -1,0 +1,43 @@
+"""Logging: stdlib records reach loguru; routine fetch errors are one line, no traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from loguru import logger
+
+from crawler.logs import InterceptHandler
+
+
+@pytest.fixture
+def captured():
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), format="{level} {message}", level="DEBUG")
+    yield lines
+    logger.remove(sink)
+
+
+def log_failure(handler: InterceptHandler, name: str) -> None:
+    record_logger = logging.getLogger(name)
+    record_logger.addHandler(handler)
+    record_logger.propagate = False
+    try:
+        try:
+            raise ConnectionError("DNS lookup failed: no results for hostname lookup: mid.ru.")
+        except ConnectionError:
+            record_logger.error("Error downloading <GET https://mid.ru/robots.txt>", exc_info=True)
+    finally:
+        record_logger.removeHandler(handler)
+
+
+def test_routine_fetch_errors_are_one_warning_line(captured):
+    log_failure(InterceptHandler(), "scrapy.downloadermiddlewares.robotstxt")
+    assert len(captured) == 1 and captured[0].startswith("WARNING ")
+    assert "Traceback" not in captured[0] and "mid.ru/robots.txt" in captured[0]
+
+
+def test_tracebacks_kept_when_asked_and_for_other_loggers(captured):
+    log_failure(InterceptHandler(tracebacks=True), "scrapy.downloadermiddlewares.robotstxt")
+    log_failure(InterceptHandler(), "newsmon.something")
+    assert all(line.startswith("ERROR ") and "Traceback" in line for line in captured)
