@@ -54,7 +54,7 @@ class AlertSpec(Frozen):
     secret: str | None = None
     timeout: Duration = 10.0
     headers: dict[str, str] = Field(default_factory=dict)
-    allow_private: bool = False
+    allow_private: bool = True  # the operator chose this target (DESIGN example: a loopback webhook)
 
     @model_validator(mode="after")
     def _check(self) -> AlertSpec:

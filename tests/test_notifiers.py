@@ -113,10 +113,10 @@ def test_webhook_connection_refused_is_a_failure() -> None:
 
 
 def test_private_alert_targets_are_refused(receiver: Receiver) -> None:
-    spec = AlertSpec(kind="webhook", url=f"{receiver.url}/hook")  # allow_private = false
+    spec = AlertSpec(kind="webhook", url=f"{receiver.url}/hook", allow_private=False)
     result = WebhookChannel(spec).send(make_event())
     assert not result.ok and "blocked" in (result.error or "") and "127.0.0.1" in (result.error or "")
-    apprise_spec = AlertSpec(kind="apprise", url=f"json://127.0.0.1:{receiver.port}/notify")
+    apprise_spec = AlertSpec(kind="apprise", url=f"json://127.0.0.1:{receiver.port}/notify", allow_private=False)
     assert "blocked" in (AppriseChannel(apprise_spec).send(make_event()).error or "")
     assert receiver.requests == []
 
@@ -173,3 +173,10 @@ def test_digests_list_every_story(receiver: Receiver) -> None:
     (message,) = receiver.ok("/digest")
     assert message.json["title"] == "newsmon digest: 3 stories (CICA)"
     assert all(f"story {i}" in message.json["message"] for i in range(3))
+
+
+def test_operator_chosen_loopback_webhook_works_by_default(receiver: Receiver) -> None:
+    """DESIGN.md's own example is a webhook on 127.0.0.1 with no allow_private key."""
+    spec = AlertSpec(kind="webhook", url=f"{receiver.url}/hook")
+    assert WebhookChannel(spec).send(make_event()).ok
+    assert len(receiver.requests) == 1
