@@ -1,5 +1,6 @@
 """Scrapy settings of a crawl round: fixed politeness and safety knobs plus the few values that
-come from the job (user agent, timeouts, sizes, robots, deadline, private hosts)."""
+come from the job (user agent, timeouts, sizes, robots, deadline, private hosts), and
+scrapy-playwright's settings when the job has ``render = "browser"`` sources (crawler.rendering)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ BASE_SETTINGS: dict[str, Any] = {
 
 def round_settings(job: CrawlJob) -> dict[str, Any]:
     """The settings of the crawl for ``job``."""
+    from crawler.rendering import RENDER_MIDDLEWARE, RENDER_MIDDLEWARE_ORDER, browser_settings, has_browser_sources
     from crawler.safety import private_hosts
 
     crawl = job.crawl
@@ -85,4 +87,8 @@ def round_settings(job: CrawlJob) -> dict[str, Any]:
         "NEWSMON_PRIVATE_HOSTS": private_hosts(job.sources),
         "LOG_LEVEL": job.log_level.upper(),
     })
+    if has_browser_sources(job):  # only then: ordinary rounds never load Playwright
+        settings["DOWNLOADER_MIDDLEWARES"] = {**settings["DOWNLOADER_MIDDLEWARES"],
+                                              RENDER_MIDDLEWARE: RENDER_MIDDLEWARE_ORDER}
+        settings.update(browser_settings(job))
     return settings

@@ -21,6 +21,7 @@ from crawler.outcomes import BLOCKED, PARSE, SSRF, classify_exception, status_cl
 from crawler.pipelines import CrawledItem, ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
+from crawler.rendering import parsing_spec, render_meta, renders
 from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.urls import canonical_url, is_http_url
@@ -67,9 +68,10 @@ class RoundSpider(scrapy.Spider):
     def document_request(self, poll: SourcePoll) -> Request:
         spec = poll.spec
         headers = dict(spec.headers)
-        if poll.state.etag:
+        conditional = not renders(spec)  # a browser navigation cannot take a 304
+        if conditional and poll.state.etag:
             headers["If-None-Match"] = poll.state.etag
-        if poll.state.last_modified:
+        if conditional and poll.state.last_modified:
             headers["If-Modified-Since"] = poll.state.last_modified
         return self.request(poll, spec.url, self.parse_document, self.document_failed,
                             headers=headers, role="document")
@@ -82,7 +84,8 @@ class RoundSpider(scrapy.Spider):
         obey = poll.spec.obey_robots if poll.spec.obey_robots is not None \
             else self.context.job.crawl.obey_robots
         meta = {"newsmon_source": poll.spec.id, "newsmon_role": role,
-                "handle_httpstatus_list": HANDLED_STATUSES, "dont_obey_robotstxt": not obey}
+                "handle_httpstatus_list": HANDLED_STATUSES, "dont_obey_robotstxt": not obey,
+                **render_meta(poll.spec, role)}
         return Request(url, callback=callback, errback=errback, meta=meta, dont_filter=True,
                        headers={**poll.spec.headers, **(headers or {})}, cb_kwargs=cb_kwargs)
 
@@ -116,7 +119,7 @@ class RoundSpider(scrapy.Spider):
         if digest == poll.state.body_hash:
             poll.not_modified()  # the validators lied (or there were none): same bytes
             return
-        result = parse_document(poll.spec, response.body, url=response.url,
+        result = parse_document(parsing_spec(poll.spec, response), response.body, url=response.url,
                                 content_type=_header(response, b"Content-Type"))
         if result.ttl_seconds:
             poll.hints = Hints(max_age=poll.hints.max_age, ttl=result.ttl_seconds)
@@ -170,8 +173,8 @@ class RoundSpider(scrapy.Spider):
                                                       expect=poll.spec.kind):
                 poll.warn(f"{response.url}: HTTP {response.status}")
                 return
-            result = parse_document(poll.spec, response.body, url=response.url,
-                                    content_type=_header(response, b"Content-Type"))
+            result = parse_document(parsing_spec(poll.spec, response), response.body,
+                                    url=response.url, content_type=_header(response, b"Content-Type"))
             yield from self._entries(poll, response, result, first_page=False)
         except Exception as exc:
             logger.opt(exception=exc).error("parsing a page of {} failed", poll.spec.id)
