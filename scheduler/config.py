@@ -90,7 +90,7 @@ class ServerSettings(Frozen):
 class DaemonSettings(Frozen):
     tick: Duration = 1.0
     round_timeout: Duration = 300.0
-    lease: Duration = 600.0
+    lease: Duration = 120.0
     batch_size: int = Field(default=200, ge=1)
     dispatch_interval: Duration = 2.0
     max_attempts: int = Field(default=20, ge=1)
