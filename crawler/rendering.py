@@ -26,7 +26,12 @@ from urllib.parse import urlsplit
 
 from loguru import logger
 from scrapy import signals
-from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadConnectionRefusedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+)
 
 from crawler.addresses import normal_host
 from crawler.errors import BlockedAddressError, CrawlerError, RefusedRequestError
@@ -51,7 +56,8 @@ SETTLE_SECONDS = 5.0  # at most this long waiting for the network to go quiet af
 PAGES_PER_CONTEXT = 4
 RENDER_MIDDLEWARE = "crawler.rendering.RenderMiddleware"
 RENDER_MIDDLEWARE_ORDER = 60  # right after SafetyMiddleware (50): the page's URL is checked first
-REFUSED_HEADER = "X-Newsmon-Refused"
+REFUSED_HEADER = "X-Newsmon-Refused"  # on the proxy's answer when it refused a destination
+FAILED_HEADER = "X-Newsmon-Proxy-Error"  # on its answer when it could not reach one: "dns: …"
 _MAX_HEAD = 64 * 1024
 _HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
 
@@ -182,9 +188,7 @@ class RenderMiddleware:
     def process_response(self, request: Request, response: Response) -> Response:
         if not rendered(request):
             return response
-        refused = response.headers.get(REFUSED_HEADER)
-        if refused:
-            raise BlockedAddressError(refused.decode("utf-8", "replace"))
+        raise_proxy_answer(response)
         text = response.text if hasattr(response, "text") else response.body.decode("utf-8", "replace")
         body = text.encode("utf-8")
         if self.max_size and len(body) > self.max_size:
@@ -203,9 +207,26 @@ class RenderMiddleware:
             raise DownloadTimeoutError(f"the browser timed out: {str(exception).splitlines()[0]}")
         return None
 
-    async def close(self) -> None:
+    def close(self) -> None:
         for proxy in self.proxies.values():
             proxy.close()
+
+
+_PROXY_FAILURES: dict[str, type[Exception]] = {
+    "dns": CannotResolveHostError, "timeout": DownloadTimeoutError,
+    "connect": DownloadConnectionRefusedError}
+
+
+def raise_proxy_answer(response: Response) -> None:
+    """A page whose final answer came from the GuardProxy ends like a normal download would:
+    BlockedAddressError (class ``ssrf``), or the DNS/connect/timeout error it met."""
+    refused = response.headers.get(REFUSED_HEADER)
+    if refused:
+        raise BlockedAddressError(refused.decode("utf-8", "replace"))
+    failed = response.headers.get(FAILED_HEADER)
+    if failed:
+        kind, _, message = failed.decode("utf-8", "replace").partition(": ")
+        raise _PROXY_FAILURES.get(kind, DownloadConnectionRefusedError)(message)
 
 
 class GuardProxy:
@@ -253,13 +274,16 @@ class GuardProxy:
             self.refuse(writer, str(exc))
             return
         except OSError as exc:
-            reply(writer, 502, f"cannot resolve {host}: {exc}")
+            self.fail(writer, "dns", f"cannot resolve {host}: {exc}")
             return
         try:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(address, port), self.timeout)
-        except (OSError, TimeoutError) as exc:
-            reply(writer, 502, f"cannot connect to {host}: {exc}")
+        except TimeoutError:
+            self.fail(writer, "timeout", f"connecting to {host}:{port} timed out")
+            return
+        except OSError as exc:
+            self.fail(writer, "connect", f"cannot connect to {host}:{port}: {exc}")
             return
         if tunnel:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -285,7 +309,14 @@ class GuardProxy:
         if reason not in self.refused:
             logger.warning("render: refused a browser request: {}", reason)
         self.refused.append(reason)
-        reply(writer, 403, reason, {REFUSED_HEADER: " ".join(reason.split())[:500]})
+        reply(writer, 403, reason, {REFUSED_HEADER: one_line(reason)})
+
+    def fail(self, writer: asyncio.StreamWriter, kind: str, message: str) -> None:
+        reply(writer, 502, message, {FAILED_HEADER: one_line(f"{kind}: {message}")})
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
 
 
 def split_target(target: str, tunnel: bool) -> tuple[str, int]:

@@ -4,6 +4,7 @@ server; and ordinary rounds that never load Playwright."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -224,3 +225,89 @@ def test_without_chromium_only_the_browser_sources_fail_with_a_clear_message(
     assert events["feed"]["outcome"] == "ok"
     assert events["js"]["outcome"] == "error"
     assert rendering.CHROMIUM in events["js"]["message"], events["js"]
+
+
+def test_a_browser_page_that_never_loads_is_a_timeout(
+        chromium: None, site: Site, sqlite_url: str) -> None:
+    config = make_config(sqlite_url, [source("js", site.url("/faults/slow?seconds=8"))],
+                         timeout="2s")
+    report = run_crawl_round(config, None, timeout=60).by_source()
+    assert (report["js"].outcome, report["js"].error_class) == ("error", "timeout"), report["js"]
+
+
+async def _ask(proxy: rendering.GuardProxy, head: str) -> bytes:
+    """The proxy's whole answer (up to the end of a tunnel's 200 for CONNECT)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(head.encode())
+    await writer.drain()
+    if head.startswith("CONNECT"):
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        if answer.startswith(b"HTTP/1.1 200"):
+            writer.close()
+            await asyncio.sleep(0.1)  # the proxy sees the close and ends the tunnel
+            return answer
+        answer += await asyncio.wait_for(reader.read(), 10)
+    else:
+        answer = await asyncio.wait_for(reader.read(), 10)  # the proxy closes after one answer
+    writer.close()
+    return answer
+
+
+def test_guard_proxy_checks_every_destination(site: Site, sink: Sink) -> None:
+    site_host = "127.0.0.1"
+    site_port = int(site.base.rsplit(":", 1)[1])
+    path = site.unique("/proxied")
+    site.set(path, b"hello", "text/plain")
+
+    async def scenario() -> dict[str, bytes]:
+        strict = rendering.GuardProxy(None, 5.0)
+        private = rendering.GuardProxy(site_host, 5.0)
+        await strict.start()
+        await private.start()
+        try:
+            return {
+                "tunnel-refused": await _ask(strict, f"CONNECT {sink.base[7:]} HTTP/1.1\r\n\r\n"),
+                "name-refused": await _ask(strict, "CONNECT localhost:443 HTTP/1.1\r\n\r\n"),
+                "metadata": await _ask(strict, "GET http://169.254.169.254/ HTTP/1.1\r\n"
+                                               "Host: 169.254.169.254\r\n\r\n"),
+                "other-private": await _ask(private, f"GET {sink.url('/x')} HTTP/1.1\r\n"
+                                                     f"Host: {sink.base[7:]}\r\n\r\n"),
+                "own-host": await _ask(private, f"GET {site.url(path)} HTTP/1.1\r\n"
+                                                f"Host: {site_host}:{site_port}\r\n\r\n"),
+                "tunnel-own-host": await _ask(private, f"CONNECT {site_host}:{site_port} HTTP/1.1\r\n\r\n"),
+            }
+        finally:
+            strict.close()
+            private.close()
+
+    answers = asyncio.run(scenario())
+    for key in ("tunnel-refused", "name-refused", "metadata", "other-private"):
+        assert answers[key].startswith(b"HTTP/1.1 403"), (key, answers[key])
+        assert rendering.REFUSED_HEADER.encode() in answers[key]
+    assert answers["own-host"].startswith(b"HTTP/1.1 200")
+    assert answers["own-host"].endswith(b"hello")
+    assert answers["tunnel-own-host"].startswith(b"HTTP/1.1 200 Connection established")
+    assert sink.paths == []
+    assert site.requests(path)[-1].headers.get("Connection") == "close"
+
+
+def test_only_listing_pages_of_html_kinds_are_rendered() -> None:
+    from scrapy.http import HtmlResponse, Request
+
+    from crawler.sources import SourceSpec
+
+    html = SourceSpec(id="a", url="http://example.org/", kind="html", selectors=SELECTORS,
+                      render="browser", encoding="windows-1251")
+    feed = SourceSpec(id="b", url="http://example.org/feed", render="browser")
+    assert rendering.render_meta(html, "document")["playwright"] is True
+    assert rendering.render_meta(html, "page")["playwright"] is True
+    assert rendering.render_meta(html, "article") == {}  # articles: the normal downloader
+    assert rendering.render_meta(feed, "document") == {}
+    assert rendering.render_meta(html.model_copy(update={"render": None}), "document") == {}
+
+    page = HtmlResponse("http://example.org/", body=b"<html></html>",
+                        request=Request("http://example.org/", meta={"playwright": True}))
+    raw = HtmlResponse("http://example.org/", body=b"<html></html>",
+                       request=Request("http://example.org/"))
+    assert rendering.parsing_spec(html, page).encoding is None  # the browser's text is UTF-8
+    assert rendering.parsing_spec(html, raw).encoding == "windows-1251"
