@@ -8,7 +8,8 @@ from loguru import logger
 
 # Network failures of these loggers are routine: each poll's outcome already records them with
 # a class, so they are logged as one warning line, without a traceback.
-ROUTINE = ("scrapy.downloadermiddlewares.robotstxt", "scrapy.core.scraper", "scrapy.core.downloader")
+ROUTINE = ("scrapy.downloadermiddlewares.robotstxt", "scrapy.core.scraper", "scrapy.core.downloader",
+           "scrapy_playwright")
 
 
 class InterceptHandler(logging.Handler):
