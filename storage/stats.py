@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AlertEvent, FetchLog, Item, Match, Source
@@ -42,7 +42,9 @@ def mentions_per_day(session: Session, since: datetime, until: datetime,
 
 def newest_matched_at(session: Session) -> datetime | None:
     """The sort time of the newest item with at least one match."""
-    return session.scalar(select(Item.sort_at).where(Item.id.in_(select(Match.item_id)))
+    # EXISTS walks the newest-first index and stops at the first match; IN would collect
+    # every matched item first.
+    return session.scalar(select(Item.sort_at).where(exists().where(Match.item_id == Item.id))
                           .order_by(Item.sort_at.desc()).limit(1))
 
 
