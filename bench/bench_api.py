@@ -104,19 +104,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="20,000 items and fewer rounds")
     parser.add_argument("--items", type=int, default=None)
+    parser.add_argument("--db", type=Path, help="keep the database here (reused when it exists)")
     args = parser.parse_args()
     count = args.items or (20_000 if args.quick else 200_000)
     rounds = 3 if args.quick else 10
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        build_s = build(db, count)
-        print(f"\n{count:,} items imported in {build_s:.0f} s\n")
+        db = args.db or Path(tmp) / "bench.db"
+        if not db.exists():
+            print(f"\n{count:,} items imported in {build(db, count):.0f} s\n")
         proc, base = start_server(db)
         try:
             api, pages = time_api(base, rounds)
         finally:
             proc.terminate()
             proc.wait(10)
+        time_direct(db, 1)  # warm-up, so the ratio compares warm caches
         direct = time_direct(db, rounds)
     print("| query | /api/items p95 (HTTP, limit 50) | search_items p95 (direct) | ratio |")
     print("|---|---|---|---|")
