@@ -4,6 +4,7 @@ feedparser.parse + one sqlite3 transaction of the same rows); then an unchanged 
 
 Targets (issue 3): first round ≤ 2× the baseline; second round ≤ 0.25× the first.
 Usage: .venv/bin/python bench/bench_crawl.py [--feeds N] [--items N] [--profile]
+(--profile: cProfile of the first round's crawl process, printed after it; slows it down)
 """
 
 from __future__ import annotations
@@ -109,6 +110,45 @@ def baseline(urls: list[str], db_path: Path) -> tuple[float, int]:
     return time.perf_counter() - started, len(rows)
 
 
+PROFILE_HOOK = """
+import atexit, cProfile, os
+if os.environ.get("NEWSMON_BENCH_PROFILE"):
+    _profiler = cProfile.Profile()
+    _profiler.enable()
+
+    def _dump() -> None:
+        _profiler.disable()
+        _profiler.dump_stats(os.path.join(os.environ["NEWSMON_BENCH_PROFILE"], f"crawl-{os.getpid()}.prof"))
+
+    atexit.register(_dump)
+"""
+
+
+def enable_profiling(directory: Path) -> None:
+    """Profile every crawl subprocess (cProfile via a sitecustomize on PYTHONPATH); the stats
+    land in ``directory`` as crawl-<pid>.prof."""
+    import os
+
+    (directory / "sitecustomize.py").write_text(PROFILE_HOOK)
+    os.environ["NEWSMON_BENCH_PROFILE"] = str(directory)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
+
+
+def disable_profiling() -> None:
+    import os
+
+    os.environ.pop("NEWSMON_BENCH_PROFILE", None)
+
+
+def print_profile(directory: Path, top: int = 45) -> None:
+    import pstats
+
+    for path in sorted(directory.glob("crawl-*.prof")):
+        stats = pstats.Stats(str(path), stream=sys.stdout)
+        stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(25)
+
+
 def crawl(urls: list[str], db_url: str, profile: bool) -> tuple[float, float, int, int]:
     from scheduler.config import build_config
     from scheduler.runner import run_crawl_round
@@ -123,9 +163,16 @@ def crawl(urls: list[str], db_url: str, profile: bool) -> tuple[float, float, in
         "sources": [{"id": f"f{n}", "url": url, "allow_private": True} for n, url in enumerate(urls)],
         "alerts": [{"kind": "webhook", "id": "hook", "url": "http://127.0.0.1:9/hook"}],
     }, {})
+    profile_dir = Path(db_url.removeprefix("sqlite:///")).parent / "profile"
+    if profile:
+        profile_dir.mkdir()
+        enable_profiling(profile_dir)
     started = time.perf_counter()
     first = run_crawl_round(config, None, timeout=600)
     first_s = time.perf_counter() - started
+    if profile:
+        disable_profiling()
+        print_profile(profile_dir)
     started = time.perf_counter()
     second = run_crawl_round(config, None, timeout=600)
     second_s = time.perf_counter() - started

@@ -21,9 +21,11 @@ from crawler.stories import MinHashStoryFinder
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, save_item
+from storage.writes import save_items
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+    from sqlalchemy.orm import Session
 
     from crawler.polls import RoundContext, SourcePoll
 
@@ -134,7 +136,8 @@ def find_matches(matcher: object, title: str, text: str) -> list[MatchRow]:
 
 
 class StoragePipeline(_RoundPipeline):
-    """Save each item atomically (item, version, matches, outbox rows), a batch per commit."""
+    """Save each item atomically (item, version, matches, outbox rows), a batch per commit
+    (``storage.writes.save_items``); a failing batch is retried one item per transaction."""
 
     def open_spider(self) -> None:
         super().open_spider()
@@ -146,7 +149,7 @@ class StoragePipeline(_RoundPipeline):
         writes = [item_write(item) for item in batch.items]
         try:
             with self.ctx.sessions.begin() as session:
-                results = [save_item(session, write, self.channels, stories=self.stories) for write in writes]
+                results = self._save_batch(session, writes)
         except SQLAlchemyError:
             # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
             # race with another worker) costs only itself.
@@ -157,6 +160,13 @@ class StoragePipeline(_RoundPipeline):
         if not any(results):
             raise DropItem(f"storing the items of {batch.source_id} failed")
         return batch
+
+    def _save_batch(self, session: Session, writes: list[ItemWrite]) -> list[SaveResult]:
+        """A response's items in one transaction: ``save_items`` (a few statements for the
+        batch); a single item goes straight to ``save_item``."""
+        if len(writes) == 1:
+            return [save_item(session, writes[0], self.channels, stories=self.stories)]
+        return save_items(session, writes, self.channels, stories=self.stories)
 
     def _save_alone(self, poll: SourcePoll, write: ItemWrite) -> SaveResult | None:
         """One item in its own transaction; an IntegrityError (another worker stored the same

@@ -6,13 +6,15 @@ import hashlib
 import re
 import unicodedata
 from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from storage.models import UtcDateTime
-from storage.repository import ItemWrite, StoryFinder
+from storage.repository import ItemWrite, SameAs, Signed, StoryFinder
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,6 +133,69 @@ class MinHashStoryFinder(StoryFinder):
                                              "limit": self.max_candidates})
         return [(story_id, bytes(stored)) for story_id, stored in rows]
 
+    def find_many(self, session: Session, signed: Sequence[Signed | None],
+                  nows: Sequence[datetime]) -> list[int | SameAs | None]:
+        """``find`` for the new items of a batch, as if each had been saved before the next:
+        the stored candidates of every item in a few statements, and the earlier items of the
+        batch as further candidates (their ids, not yet assigned, follow every stored one)."""
+        stored = self._stored_candidates(session, signed, nows)
+        earlier: list[_Pending] = []
+        choices: list[int | SameAs | None] = []
+        for index, (item, now) in enumerate(zip(signed, nows, strict=True)):
+            if item is None:
+                choices.append(None)
+                continue
+            signature, bands = item
+            wanted, since = set(bands), now - self.window
+            ranked: list[tuple[int, int, bytes, int | SameAs]] = [
+                (-shared, item_id, stored_sig, story_id)
+                for item_id, shared, story_id, stored_sig in stored[index]]
+            for order, pending in enumerate(earlier):
+                shared = sum(1 for b in pending.bands if b in wanted) if pending.seen_at >= since else 0
+                if shared:
+                    ranked.append((-shared, _AFTER_STORED + order, pending.signature, pending.story))
+            ranked.sort(key=lambda r: (r[0], r[1]))
+            choice = self._best(signature, [(sig, story) for _, _, sig, story in ranked[:self.max_candidates]
+                                             if story is not None and sig is not None])
+            choices.append(choice)
+            earlier.append(_Pending(bands, now, signature, choice if choice is not None else SameAs(index)))
+        return choices
+
+    def _best(self, signature: bytes, candidates: list[tuple[bytes, int | SameAs]]) -> int | SameAs | None:
+        """The story of the most similar candidate at or above the threshold (ties: the oldest
+        story; stories of the batch are newer than every stored one)."""
+        best: tuple[float, tuple[int, int], int | SameAs] | None = None
+        for stored_sig, story in candidates:
+            score = similarity(signature, stored_sig)
+            if score >= self.threshold:
+                key = (0, story) if isinstance(story, int) else (1, story.index)
+                if best is None or (score, _neg(key)) > (best[0], _neg(best[1])):
+                    best = (score, key, story)
+        return best[2] if best else None
+
+    def _stored_candidates(self, session: Session, signed: Sequence[Signed | None],
+                           nows: Sequence[datetime]) -> list[list[tuple[int, int, int | None, bytes | None]]]:
+        """Per item: (item id, shared bands, story id, signature) of the stored items ranked as
+        ``_CANDIDATES`` ranks them, the story and signature filters applied after the limit."""
+        ranked: list[list[tuple[int, int]]] = [[] for _ in signed]
+        todo = [(i, s[1], now - self.window) for i, (s, now) in enumerate(zip(signed, nows, strict=True))
+                if s is not None and s[1]]
+        for start in range(0, len(todo), _LOOKUPS_PER_QUERY):
+            chunk = todo[start:start + _LOOKUPS_PER_QUERY]
+            for index, item_id, shared in session.execute(*_ranked_query(chunk, self.max_candidates)):
+                ranked[index].append((item_id, shared))
+        ids = sorted({item_id for rows in ranked for item_id, _ in rows})
+        details: dict[int, tuple[int, bytes]] = {}
+        for start in range(0, len(ids), 500):
+            rows = session.execute(_DETAILS, {"ids": ids[start:start + 500]})
+            details.update((item_id, (story_id, bytes(sig))) for item_id, story_id, sig in rows)
+        out = []
+        for rows in ranked:
+            rows.sort(key=lambda r: (-r[1], r[0]))
+            out.append([(item_id, shared, *details.get(item_id, (None, None)))  # type: ignore[misc]
+                        for item_id, shared in rows])
+        return out
+
     def _minhash(self, values: set[bytes]) -> np.ndarray:
         from datasketch import MinHash
 
@@ -139,3 +204,41 @@ class MinHashStoryFinder(StoryFinder):
         sketch = MinHash(NUM_PERM, seed=SEED, permutations=self._permutations, scheme="affine32")
         sketch.update_batch(values)
         return sketch.hashvalues
+
+
+_AFTER_STORED = 1 << 62  # ordering key of the batch's own items: after every stored item id
+_LOOKUPS_PER_QUERY = 100  # items per candidate query (SQLite allows 500 compound SELECTs)
+
+_DETAILS = text("""
+    SELECT items.id, items.story_id, item_signatures.signature
+    FROM items JOIN item_signatures ON item_signatures.item_id = items.id
+    WHERE items.id IN :ids AND items.story_id IS NOT NULL
+""").bindparams(bindparam("ids", expanding=True))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An earlier new item of the batch, as a candidate of the later ones."""
+
+    bands: list[int]
+    seen_at: datetime
+    signature: bytes
+    story: int | SameAs
+
+
+def _neg(key: tuple[int, int]) -> tuple[int, int]:
+    return (-key[0], -key[1])
+
+
+def _ranked_query(chunk: list[tuple[int, list[int], datetime]], limit: int) -> tuple[Any, dict[str, Any]]:
+    """The inner query of ``_CANDIDATES`` for each item of ``chunk``, as one UNION ALL."""
+    parts, params = [], {"limit": limit}
+    binds = []
+    for n, (index, bands, since) in enumerate(chunk):
+        parts.append(
+            f"SELECT {int(index)} AS k, r.item_id, r.shared FROM ("
+            f"SELECT item_id, count(*) AS shared FROM story_bands WHERE band IN :b{n} "
+            f"AND seen_at >= :s{n} GROUP BY item_id ORDER BY shared DESC, item_id LIMIT :limit) AS r")
+        params[f"b{n}"], params[f"s{n}"] = bands, since
+        binds += [bindparam(f"b{n}", expanding=True), bindparam(f"s{n}", type_=UtcDateTime())]
+    return text(" UNION ALL ".join(parts)).bindparams(*binds), params

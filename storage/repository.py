@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -91,27 +91,48 @@ class SaveResult:
     events: list[str] = field(default_factory=list)
 
 
+Signed = tuple[bytes, list[int]]
+
+
+@dataclass(frozen=True)
+class SameAs:
+    """A story choice in a batch: the (new) story of the batch's item at ``index``."""
+
+    index: int
+
+
 class StoryFinder:
     """Assigns a story to an item; the default gives every item its own story."""
 
-    def signature(self, item: ItemWrite) -> tuple[bytes, list[int]] | None:
+    def signature(self, item: ItemWrite) -> Signed | None:
         return None
+
+    def signatures(self, items: Sequence[ItemWrite]) -> list[Signed | None]:
+        return [self.signature(item) for item in items]
 
     def find(self, session: Session, signature: bytes, bands: list[int], now: datetime,
              exclude_item: int | None) -> int | None:
         return None
 
+    def find_many(self, session: Session, signed: Sequence[Signed | None],
+                  nows: Sequence[datetime]) -> list[int | SameAs | None] | None:
+        """Stories for the new items of one batch, as if they were saved one after the other:
+        an existing story id, SameAs(an earlier item of the batch) or None (a new story).
+        None when this finder cannot look up a batch (its items are then saved one by one)."""
+        if all(s is None for s in signed):
+            return [None] * len(signed)
+        return None
+
 
 def find_item(session: Session, source_id: str, canonical_url: str, guid: str | None) -> Item | None:
     """The stored item with this canonical URL, else this GUID, in this source."""
-    item = session.scalar(
-        select(Item).where(Item.source_id == source_id, Item.url_key == key_of(canonical_url))
-    )
-    if item is None and guid:
-        item = session.scalar(
-            select(Item).where(Item.source_id == source_id, Item.guid_key == key_of(guid))
-        )
-    return item
+    url_key = key_of(canonical_url)
+    identity = Item.url_key == url_key
+    if guid:
+        identity = or_(identity, Item.guid_key == key_of(guid))
+    found = session.scalars(select(Item).where(Item.source_id == source_id, identity)).all()
+    by_url = [item for item in found if item.url_key == url_key]
+    return (by_url or found or [None])[0]
 
 
 def save_item(
@@ -147,20 +168,25 @@ def save_item(
     session.add(_version_row(item, write))
     session.flush()
     index_item(session, item, fresh=status == "new")
-    _assign_story(session, item, write, stories, now)
+    _assign_story(session, item, write, stories, now, fresh=status == "new")
     events = _enqueue_alerts(session, item, channels, now)
     return SaveResult(item.id, status, item.version, item.story_id,
                       sorted({m.organisation for m in item.matches}), events)
 
 
 def _version_row(item: Item, write: ItemWrite) -> ItemVersion:
-    return ItemVersion(
-        item=item, version=item.version, fetched_at=write.fetched_at, title=write.title,
-        text=write.text, content_hash=write.content_hash, published_at=write.published_at,
-        raw=zlib.compress(write.raw, 6) if write.raw else None, raw_url=write.raw_url,
-        raw_status=write.raw_status,
-        raw_headers=json.dumps(write.raw_headers, ensure_ascii=False) if write.raw_headers else None,
-    )
+    return ItemVersion(item=item, version=item.version, **version_values(write))
+
+
+def version_values(write: ItemWrite) -> dict[str, object]:
+    """The columns of an item version row that come from the write."""
+    return {
+        "fetched_at": write.fetched_at, "title": write.title, "text": write.text,
+        "content_hash": write.content_hash, "published_at": write.published_at,
+        "raw": zlib.compress(write.raw, 6) if write.raw else None, "raw_url": write.raw_url,
+        "raw_status": write.raw_status,
+        "raw_headers": json.dumps(write.raw_headers, ensure_ascii=False) if write.raw_headers else None,
+    }
 
 
 def index_item(session: Session, item: Item, *, fresh: bool = False) -> None:
@@ -180,7 +206,9 @@ def index_item(session: Session, item: Item, *, fresh: bool = False) -> None:
 
 
 def _assign_story(session: Session, item: Item, write: ItemWrite, stories: StoryFinder,
-                  now: datetime) -> None:
+                  now: datetime, *, fresh: bool = False) -> None:
+    """Join the item to a story (a new one when none is found); store its signature and bands.
+    ``fresh``: the item was just inserted, so it has no signature or bands to replace."""
     signed = stories.signature(write)
     if item.story_id is None and signed is not None:
         item.story_id = stories.find(session, signed[0], signed[1], now, exclude_item=item.id)
@@ -191,8 +219,11 @@ def _assign_story(session: Session, item: Item, write: ItemWrite, stories: Story
         item.story_id = story.id
     if signed is not None:
         signature, bands = signed
-        session.merge(ItemSignature(item_id=item.id, signature=signature))
-        session.execute(delete(StoryBand).where(StoryBand.item_id == item.id))
+        if fresh:
+            session.execute(insert(ItemSignature), [{"item_id": item.id, "signature": signature}])
+        else:
+            session.merge(ItemSignature(item_id=item.id, signature=signature))
+            session.execute(delete(StoryBand).where(StoryBand.item_id == item.id))
         if bands:
             session.execute(insert(StoryBand), [{"band": b, "item_id": item.id, "seen_at": now} for b in bands])
     session.flush()

@@ -119,7 +119,15 @@ def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundConte
             raise IntegrityError("INSERT", {}, Exception("always"))
         return real(session, write, channels, **kwargs)
 
+    real_batch = pipelines.save_items
+
+    def flaky_batch(session: Any, writes: Any, channels: Any, **kwargs: Any) -> Any:
+        if any(w.title == "bad" for w in writes):
+            raise IntegrityError("INSERT", {}, Exception("always"))
+        return real_batch(session, writes, channels, **kwargs)
+
     monkeypatch.setattr(pipelines, "save_item", flaky)
+    monkeypatch.setattr(pipelines, "save_items", flaky_batch)
     batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t))
                               for t in ("good", "bad")])
     storage = StoragePipeline(context)

@@ -1,0 +1,318 @@
+"""The batch write path: the items of one response in a few statements, with the semantics of
+saving them one by one with ``save_item`` (identity, versions, matches, stories, alerts).
+
+Existing items are looked up in one query; unchanged ones write nothing, changed ones (and an
+item the batch names twice) go through ``save_item``. Runs of new items are inserted with Core
+``executemany``: stories first (the finder looks up a whole run, earlier items of the run count
+as candidates of later ones), then items, versions, matches, search rows, signatures and bands,
+then alert keys and outbox events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, or_, select, text, tuple_
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    AlertEvent,
+    AlertKey,
+    Item,
+    ItemSignature,
+    ItemVersion,
+    Match,
+    Story,
+    StoryBand,
+)
+from storage.repository import (
+    ChannelRule,
+    ItemWrite,
+    SameAs,
+    SaveResult,
+    Signed,
+    StoryFinder,
+    key_of,
+    save_item,
+    version_values,
+)
+from storage.search import search_terms
+from storage.serialize import item_dict
+
+LOOKUP_CHUNK = 400  # identity keys per lookup query (well under every backend's parameter limit)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the lookup needs to know of an existing item."""
+
+    id: int
+    content_hash: str
+    version: int
+    story_id: int | None
+
+
+def save_items(
+    session: Session,
+    writes: Sequence[ItemWrite],
+    channels: Sequence[ChannelRule] = (),
+    stories: StoryFinder | None = None,
+    now: datetime | None = None,
+) -> list[SaveResult]:
+    """Store ``writes`` in this transaction; the results are those of calling ``save_item`` on
+    each in order, with far fewer statements."""
+    stories = stories or StoryFinder()
+    batch = _Batch(session, list(writes), channels, stories, now)
+    return batch.run()
+
+
+@dataclass
+class _Batch:
+    session: Session
+    writes: list[ItemWrite]
+    channels: Sequence[ChannelRule]
+    stories: StoryFinder
+    now: datetime | None
+    results: list[SaveResult | None] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # indexes of new items not yet inserted
+
+    def run(self) -> list[SaveResult]:
+        self.results = [None] * len(self.writes)
+        stored = _lookup(self.session, self.writes)
+        claimed: set[tuple[str, str, str]] = set()
+        touched: set[int] = set()
+        unchanged: list[int] = []
+        for index, write in enumerate(self.writes):
+            keys = _identity(write)
+            row = stored[index]
+            if keys & claimed or (row is not None and row.id in touched):
+                self._one_by_one(index)  # named twice in the batch: see the earlier write
+            elif row is None:
+                self.pending.append(index)
+            elif row.content_hash == write.content_hash:
+                unchanged.append(index)
+            else:
+                self._one_by_one(index)
+            claimed |= keys
+            if row is not None:
+                touched.add(row.id)
+        self._insert_pending()
+        self._unchanged(unchanged, stored)
+        return [r for r in self.results if r is not None]
+
+    def _one_by_one(self, index: int) -> None:
+        self._insert_pending()
+        self.results[index] = save_item(self.session, self.writes[index], self.channels,
+                                        stories=self.stories, now=self.now)
+
+    def _unchanged(self, indexes: list[int], stored: list[Stored | None]) -> None:
+        rows = [stored[i] for i in indexes]
+        organisations = _organisations(self.session, [r.id for r in rows if r is not None])
+        for index, row in zip(indexes, rows, strict=True):
+            assert row is not None
+            self.results[index] = SaveResult(row.id, "unchanged", row.version, row.story_id,
+                                             organisations.get(row.id, []))
+
+    def _insert_pending(self) -> None:
+        if not self.pending:
+            return
+        indexes, self.pending = self.pending, []
+        writes = [self.writes[i] for i in indexes]
+        nows = [self.now or w.fetched_at for w in writes]
+        signed = self.stories.signatures(writes)
+        choices = self.stories.find_many(self.session, signed, nows)
+        if choices is None:  # the finder cannot look up a batch
+            for index in indexes:
+                self.results[index] = save_item(self.session, self.writes[index], self.channels,
+                                                stories=self.stories, now=self.now)
+            return
+        story_ids = _create_stories(self.session, choices, nows)
+        item_ids = _insert_items(self.session, writes, story_ids, nows)
+        _insert_details(self.session, writes, item_ids, signed, nows)
+        alerts = _Alerts(self.session, self.channels)
+        for index, write, item_id, story_id, now in zip(indexes, writes, item_ids, story_ids, nows,
+                                                        strict=True):
+            events = alerts.enqueue(write, item_id, story_id, now)
+            self.results[index] = SaveResult(item_id, "new", 1, story_id,
+                                             sorted({m.organisation for m in write.matches}), events)
+        alerts.flush()
+
+
+def _identity(write: ItemWrite) -> set[tuple[str, str, str]]:
+    keys = {("url", write.source_id, key_of(write.canonical_url))}
+    if write.guid:
+        keys.add(("guid", write.source_id, key_of(write.guid)))
+    return keys
+
+
+def _lookup(session: Session, writes: list[ItemWrite]) -> list[Stored | None]:
+    """The stored item of each write: by canonical URL, else by GUID, in its source."""
+    by_url: dict[tuple[str, str], Stored] = {}
+    by_guid: dict[tuple[str, str], Stored] = {}
+    pairs = [(w.source_id, key_of(w.canonical_url), key_of(w.guid) if w.guid else None) for w in writes]
+    for start in range(0, len(pairs), LOOKUP_CHUNK):
+        chunk = pairs[start:start + LOOKUP_CHUNK]
+        urls = [(s, u) for s, u, _ in chunk]
+        guids = [(s, g) for s, _, g in chunk if g is not None]
+        condition = tuple_(Item.source_id, Item.url_key).in_(urls)
+        if guids:
+            condition = or_(condition, tuple_(Item.source_id, Item.guid_key).in_(guids))
+        query = select(Item.id, Item.source_id, Item.url_key, Item.guid_key, Item.content_hash,
+                       Item.version, Item.story_id).where(condition)
+        for row in session.execute(query):
+            stored = Stored(row.id, row.content_hash, row.version, row.story_id)
+            by_url[(row.source_id, row.url_key)] = stored
+            if row.guid_key is not None:
+                by_guid[(row.source_id, row.guid_key)] = stored
+    return [by_url.get((s, u)) or (by_guid.get((s, g)) if g is not None else None)
+            for s, u, g in pairs]
+
+
+def _organisations(session: Session, item_ids: list[int]) -> dict[int, list[str]]:
+    found: dict[int, set[str]] = {}
+    for start in range(0, len(item_ids), LOOKUP_CHUNK):
+        chunk = item_ids[start:start + LOOKUP_CHUNK]
+        for item_id, organisation in session.execute(
+                select(Match.item_id, Match.organisation).where(Match.item_id.in_(chunk))):
+            found.setdefault(item_id, set()).add(organisation)
+    return {item_id: sorted(orgs) for item_id, orgs in found.items()}
+
+
+def _create_stories(session: Session, choices: Sequence[int | SameAs | None],
+                    nows: Sequence[datetime]) -> list[int]:
+    """The story id of each new item: found, shared with an earlier item of the run, or new."""
+    fresh = [i for i, choice in enumerate(choices) if choice is None]
+    created: dict[int, int] = {}
+    if fresh:
+        rows = session.execute(
+            insert(Story.__table__).returning(Story.__table__.c.id, sort_by_parameter_order=True),
+            [{"created_at": nows[i]} for i in fresh])
+        created = dict(zip(fresh, rows.scalars(), strict=True))
+    story_ids: list[int] = []
+    for index, choice in enumerate(choices):
+        if choice is None:
+            story_ids.append(created[index])
+        elif isinstance(choice, SameAs):
+            story_ids.append(story_ids[choice.index])
+        else:
+            story_ids.append(choice)
+    return story_ids
+
+
+def _insert_items(session: Session, writes: list[ItemWrite], story_ids: list[int],
+                  nows: list[datetime]) -> list[int]:
+    rows = [{
+        "source_id": w.source_id, "url": w.url, "canonical_url": w.canonical_url,
+        "url_key": key_of(w.canonical_url), "guid": w.guid,
+        "guid_key": key_of(w.guid) if w.guid else None, "title": w.title, "text": w.text,
+        "language": w.language, "published_at": w.published_at, "first_seen_at": now,
+        "updated_at": now, "sort_at": w.published_at or now, "version": 1,
+        "content_hash": w.content_hash, "story_id": story_id,
+    } for w, story_id, now in zip(writes, story_ids, nows, strict=True)]
+    table = Item.__table__
+    result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    return list(result.scalars())
+
+
+def _insert_details(session: Session, writes: list[ItemWrite], item_ids: list[int],
+                    signed: list[Signed | None], nows: list[datetime]) -> None:
+    """Versions, matches, search rows, signatures and bands of freshly inserted items."""
+    _execute(session, insert(ItemVersion.__table__),
+             [{"item_id": i, "version": 1, **version_values(w)} for w, i in zip(writes, item_ids, strict=True)])
+    _execute(session, insert(Match.__table__),
+             [{"item_id": i, **vars(m)} for w, i in zip(writes, item_ids, strict=True) for m in w.matches])
+    _index_new(session, [(i, search_terms(w.title, w.text)) for w, i in zip(writes, item_ids, strict=True)])
+    pairs = [(i, s, now) for i, s, now in zip(item_ids, signed, nows, strict=True) if s is not None]
+    _execute(session, insert(ItemSignature.__table__),
+             [{"item_id": i, "signature": s[0]} for i, s, _ in pairs])
+    _execute(session, insert(StoryBand.__table__),
+             [{"band": b, "item_id": i, "seen_at": now} for i, s, now in pairs for b in s[1]])
+
+
+def _execute(session: Session, statement: Any, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(statement, rows)
+
+
+def _index_new(session: Session, rows: list[tuple[int, str]]) -> None:
+    """Full-text rows of new items (as ``repository.index_item(fresh=True)``)."""
+    params = [{"id": i, "t": terms} for i, terms in rows]
+    if session.get_bind().dialect.name == "sqlite":
+        _execute(session, text("INSERT INTO items_fts(rowid, terms) VALUES (:id, :t)"), params)
+    else:
+        _execute(session, text(
+            "INSERT INTO items_search(item_id, terms) VALUES (:id, to_tsvector('simple', :t)) "
+            "ON CONFLICT (item_id) DO UPDATE SET terms = excluded.terms"), params)
+
+
+class _Alerts:
+    """Alert keys and outbox events of new items (``repository._enqueue_alerts`` for a run)."""
+
+    def __init__(self, session: Session, channels: Sequence[ChannelRule]) -> None:
+        self.session, self.channels = session, channels
+        self.done: set[tuple[str, int, str]] | None = None
+        self.keys: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.story_ids: set[int] = set()
+
+    def enqueue(self, write: ItemWrite, item_id: int, story_id: int, now: datetime) -> list[str]:
+        organisations = sorted({m.organisation for m in write.matches})
+        if not organisations or not self.channels:
+            return []
+        published = write.published_at or now
+        events = []
+        for channel in self.channels:
+            if now - published > channel.max_age:
+                continue
+            done = self._done(story_id)
+            fresh = [o for o in organisations if channel.wants(o) and (channel.id, story_id, o) not in done]
+            if fresh:
+                done.update((channel.id, story_id, o) for o in fresh)
+                events.append(self._event(write, item_id, story_id, channel.id, fresh, now))
+        return events
+
+    def _done(self, story_id: int) -> set[tuple[str, int, str]]:
+        """Keys already alerted (stored, or added by this run); loaded once per story."""
+        if self.done is None:
+            self.done = set()
+        if story_id not in self.story_ids:
+            self.story_ids.add(story_id)
+            rows = self.session.execute(select(AlertKey.channel, AlertKey.story_id, AlertKey.organisation)
+                                        .where(AlertKey.story_id == story_id))
+            self.done.update((channel, story, org) for channel, story, org in rows)
+        return self.done
+
+    def _event(self, write: ItemWrite, item_id: int, story_id: int, channel: str,
+               organisations: list[str], now: datetime) -> str:
+        event_id = str(uuid.uuid4())
+        self.keys.extend({"channel": channel, "story_id": story_id, "organisation": o}
+                         for o in organisations)
+        item = _transient_item(write, item_id, story_id, now)
+        payload = {"event_id": event_id, "event": "match", "organisations": organisations,
+                   "item": item_dict(item)}
+        self.events.append({
+            "event_id": event_id, "channel": channel, "item_id": item_id, "story_id": story_id,
+            "organisations": json.dumps(organisations),
+            "payload": json.dumps(payload, ensure_ascii=False), "created_at": now,
+            "published_at": write.published_at, "first_seen_at": now, "attempts": 0,
+            "next_attempt_at": now,
+        })
+        return event_id
+
+    def flush(self) -> None:
+        _execute(self.session, insert(AlertKey.__table__), self.keys)
+        _execute(self.session, insert(AlertEvent.__table__), self.events)
+        self.keys, self.events = [], []
+
+
+def _transient_item(write: ItemWrite, item_id: int, story_id: int, now: datetime) -> Item:
+    """An Item object (never added to the session) for the event payload."""
+    return Item(id=item_id, source_id=write.source_id, url=write.url,
+                canonical_url=write.canonical_url, title=write.title,
+                published_at=write.published_at, first_seen_at=now, language=write.language,
+                story_id=story_id, version=1, content_hash=write.content_hash,
+                matches=[Match(**vars(m)) for m in write.matches])

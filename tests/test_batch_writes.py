@@ -1,0 +1,200 @@
+"""save_items against save_item on SQLite and PostgreSQL: the same batches, saved item by item in
+one database and as batches in a twin database, leave the same rows and give the same results
+(new, unchanged, updated, GUID and link changes, an item named twice, copies of one story inside
+a batch and across batches, the candidate limit, alert rules)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from crawler.stories import MinHashStoryFinder
+from storage.db import make_engine, make_session_factory, upgrade
+from storage.repository import (
+    ChannelRule,
+    ItemWrite,
+    MatchRow,
+    SaveResult,
+    SourceRow,
+    StoryFinder,
+    save_item,
+    sync_sources,
+)
+from storage.writes import save_items
+from tests.plugins.db import _drop_pg_database, _new_pg_database
+from tests.test_stories import AZERTAC, MFA_AZ, MID_AZ, MID_KZ, TREND
+
+NOW = datetime(2025, 2, 4, 12, 0, tzinfo=UTC)
+CICA = MatchRow("CICA", "СВМДА", "СВМДА", "…мерам доверия в Азии (СВМДА)…", 10, 15)
+SCO = MatchRow("SCO", "ШОС", "ШОС", "…саммит ШОС…", 30, 33, True)
+SOURCES = ("trend", "azertac", "mfa-az", "mid-ru", "bench")
+CHANNELS = [ChannelRule("hook"), ChannelRule("sco-only", frozenset({"SCO"})),
+            ChannelRule("fresh", max_age=timedelta(hours=1))]
+WORDS = ("министр встреча саммит сотрудничество безопасность Азия региональный форум "
+         "meeting summit cooperation security regional forum dialogue confidence").split()
+
+Batches = Sequence[Sequence[ItemWrite]]
+
+
+def write(source: str, n: int, story: tuple[str, str], at: datetime = NOW, **overrides: Any) -> ItemWrite:
+    title, body = story
+    url = f"https://{source}.example/news/{n}"
+    values: dict[str, Any] = {
+        "source_id": source, "url": url + "?utm=x", "canonical_url": url, "guid": f"{source}-{n}",
+        "title": title, "text": body, "content_hash": f"sha256:{source}-{n}-{len(body)}-{body[-20:]}",
+        "fetched_at": at, "published_at": at - timedelta(minutes=30), "matches": [CICA],
+        "raw": b"<rss/>", "raw_headers": {"content-type": "application/rss+xml"}, "language": "ru",
+    }
+    values.update(overrides)
+    return ItemWrite(**values)
+
+
+def cyclic(n: int, i: int, at: datetime) -> ItemWrite:
+    """The bench's items: cyclic word sequences, so that nearly all are copies of each other."""
+    words = " ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(60))
+    mention = " The CICA ministers met." if (n + i) % 10 == 0 else ""
+    return write("bench", n * 100 + i, (f"Feed {n} item {i}", f"{words}{mention}\n\n{words}"),
+                 at=at + timedelta(microseconds=i), matches=[CICA] if mention else [])
+
+
+@pytest.fixture
+def twins(db_url: str, tmp_path: Any, pg_template: str | None) -> Iterator[tuple[sessionmaker[Session], sessionmaker[Session]]]:
+    """Two migrated databases of the same backend, with the same sources."""
+    if db_url.startswith("sqlite"):
+        other = f"sqlite:///{tmp_path / 'twin.db'}"
+        upgrade(engine := make_engine(other))
+        engine.dispose()
+    else:
+        assert pg_template is not None
+        other = _new_pg_database(pg_template)
+    engines = [make_engine(db_url), make_engine(other)]
+    factories = [make_session_factory(e) for e in engines]
+    for factory in factories:
+        with factory.begin() as session:
+            sync_sources(session, [SourceRow(s, "feed", f"https://{s}.example/rss") for s in SOURCES], NOW)
+    yield factories[0], factories[1]
+    for engine in engines:
+        engine.dispose()
+    if not db_url.startswith("sqlite"):
+        _drop_pg_database(other)
+
+
+def one_by_one(factory: sessionmaker[Session], batches: Batches, finder: StoryFinder) -> list[SaveResult]:
+    results = []
+    for batch in batches:
+        with factory.begin() as session:
+            results += [save_item(session, w, CHANNELS, stories=finder) for w in batch]
+    return results
+
+
+def batched(factory: sessionmaker[Session], batches: Batches, finder: StoryFinder) -> list[SaveResult]:
+    results = []
+    for batch in batches:
+        with factory.begin() as session:
+            results += save_items(session, batch, CHANNELS, stories=finder)
+    return results
+
+
+TABLES = {
+    "items": "SELECT * FROM items ORDER BY id",
+    "item_versions": "SELECT * FROM item_versions ORDER BY id",
+    "matches": "SELECT * FROM matches ORDER BY id",
+    "stories": "SELECT * FROM stories ORDER BY id",
+    "item_signatures": "SELECT * FROM item_signatures ORDER BY item_id",
+    "story_bands": "SELECT band, item_id, seen_at FROM story_bands ORDER BY item_id, band, seen_at",
+    "alert_keys": "SELECT channel, story_id, organisation FROM alert_keys ORDER BY channel, story_id, organisation",
+    "alert_outbox": "SELECT * FROM alert_outbox ORDER BY id",
+}
+
+
+def snapshot(factory: sessionmaker[Session]) -> dict[str, list[Any]]:
+    with factory() as session:
+        out = {name: [dict(row._mapping) for row in session.execute(text(sql))] for name, sql in TABLES.items()}
+        if session.get_bind().dialect.name == "sqlite":
+            search = "SELECT rowid, terms FROM items_fts ORDER BY rowid"
+        else:
+            search = "SELECT item_id, terms::text FROM items_search ORDER BY item_id"
+        out["search"] = [tuple(row) for row in session.execute(text(search))]
+    for event in out["alert_outbox"]:  # event ids are random
+        payload = json.loads(event.pop("payload"))
+        assert payload.pop("event_id") == event.pop("event_id")
+        event["payload"] = payload
+    return out
+
+
+def outcome(results: list[SaveResult]) -> list[tuple[Any, ...]]:
+    return [(r.item_id, r.status, r.version, r.story_id, r.organisations, len(r.events)) for r in results]
+
+
+def assert_same(twins: tuple[sessionmaker[Session], sessionmaker[Session]], batches: Batches,
+                finder: StoryFinder | None = None) -> list[SaveResult]:
+    single, batch = twins
+    expected = one_by_one(single, batches, finder or MinHashStoryFinder())
+    got = batched(batch, batches, finder or MinHashStoryFinder())
+    assert outcome(got) == outcome(expected)
+    before, after = snapshot(single), snapshot(batch)
+    for table in before:
+        assert after[table] == before[table], table
+    return got
+
+
+def test_new_items_with_copies_of_one_story_in_the_batch(twins):
+    results = assert_same(twins, [[
+        write("trend", 1, TREND), write("mfa-az", 1, MFA_AZ, matches=[CICA, SCO]),
+        write("azertac", 1, AZERTAC, at=NOW + timedelta(minutes=5)),
+        write("mid-ru", 1, MID_AZ, published_at=NOW - timedelta(days=9)),
+        write("mid-ru", 2, MID_KZ, matches=[]), write("trend", 2, ("СВМДА", "Коротко."), guid=None),
+    ]])
+    assert results[0].story_id == results[2].story_id and results[2].events == []
+    assert len({r.story_id for r in results}) == 5
+
+
+def test_unchanged_updated_and_moved_items_next_to_new_ones(twins):
+    first = [write("trend", 1, TREND), write("mfa-az", 1, MFA_AZ), write("mid-ru", 1, MID_AZ),
+             write("mid-ru", 2, MID_KZ), write("azertac", 7, AZERTAC)]
+    later = NOW + timedelta(hours=2)
+    title, body = MID_AZ
+    second = [
+        write("trend", 1, TREND, at=later),  # unchanged
+        write("azertac", 1, AZERTAC, at=later),  # new, a copy of a stored story
+        write("mfa-az", 1, MFA_AZ, at=later, content_hash="sha256:edited", matches=[CICA, SCO]),
+        write("mid-ru", 1, MID_AZ, at=later, guid="mid-ru-new-guid"),  # the GUID changed
+        write("mid-ru", 2, MID_KZ, at=later, url="https://mid-ru.example/moved",
+              canonical_url="https://mid-ru.example/moved", content_hash="sha256:moved"),  # the link
+        write("mid-ru", 3, (title, body + " Дополнено."), at=later),  # new, the template again
+        write("azertac", 7, AZERTAC, at=later, matches=[]),  # unchanged (same hash)
+    ]
+    results = assert_same(twins, [first, second])
+    statuses = [r.status for r in results[len(first):]]
+    assert statuses == ["unchanged", "new", "updated", "unchanged", "updated", "new", "unchanged"]
+
+
+def test_an_item_named_twice_in_a_batch(twins):
+    later = NOW + timedelta(minutes=1)
+    assert_same(twins, [[
+        write("trend", 1, TREND), write("azertac", 1, AZERTAC),
+        write("trend", 1, TREND, at=later, content_hash="sha256:second"),
+        write("trend", 9, MFA_AZ, guid="trend-1"),  # another URL, the first one's GUID
+        write("mfa-az", 1, MFA_AZ),
+    ]])
+
+
+def test_bench_like_copies_beyond_the_candidate_limit(twins):
+    batches = [[cyclic(n, i, NOW + timedelta(seconds=n)) for i in range(40)] for n in range(3)]
+    results = assert_same(twins, batches, MinHashStoryFinder(max_candidates=16))
+    assert len({r.story_id for r in results}) < 10
+
+
+def test_window_and_default_finder(twins):
+    batches = [[write("trend", 1, TREND)],
+               [write("azertac", 1, AZERTAC, at=NOW + timedelta(days=4)), write("mfa-az", 1, MFA_AZ)]]
+    assert_same(twins, batches)
+    single, batch = twins
+    plain = [[write("mid-ru", 1, MID_AZ), write("mid-ru", 2, MID_AZ, content_hash="sha256:x")]]
+    assert outcome(batched(batch, plain, StoryFinder())) == outcome(one_by_one(single, plain, StoryFinder()))
