@@ -6,7 +6,7 @@ import hashlib
 import re
 import unicodedata
 from datetime import datetime, timedelta
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -106,14 +106,29 @@ class MinHashStoryFinder(StoryFinder):
         self._permutations: Any = None
 
     def signature(self, item: ItemWrite) -> tuple[bytes, list[int]] | None:
+        return self.signatures([item])[0]
+
+    def signatures(self, items: Sequence[ItemWrite]) -> list[Signed | None]:
+        """The signatures of ``items``, their MinHashes computed together."""
+        shingled = [self._shingles(item) for item in items]
+        hashed = _minhashes([s for s in shingled if s is not None], self._affine())
+        out: list[Signed | None] = []
+        for values in shingled:
+            if values is None:
+                out.append(None)
+                continue
+            hashvalues = next(hashed)
+            out.append((_TAG + hashvalues.astype("<u4").tobytes(), band_keys(hashvalues)))
+        return out
+
+    def _shingles(self, item: ItemWrite) -> set[bytes] | None:
         # Outlets rewrite headlines of syndicated copy: compare bodies when there is one.
         tokens = words("", item.text)
         if len(tokens) < self.min_words:
             tokens = words(item.title, item.text)
         if len(tokens) < self.min_words:
             return None
-        hashvalues = self._minhash(shingles(tokens))
-        return _TAG + hashvalues.astype("<u4").tobytes(), band_keys(hashvalues)
+        return shingles(tokens)
 
     def find(self, session: Session, signature: bytes, bands: list[int], now: datetime,
              exclude_item: int | None) -> int | None:
@@ -196,14 +211,10 @@ class MinHashStoryFinder(StoryFinder):
                         for item_id, shared in rows])
         return out
 
-    def _minhash(self, values: set[bytes]) -> np.ndarray:
-        from datasketch import MinHash
-
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
         if self._permutations is None:
-            self._permutations = MinHash(NUM_PERM, seed=SEED, scheme="affine32").permutations
-        sketch = MinHash(NUM_PERM, seed=SEED, permutations=self._permutations, scheme="affine32")
-        sketch.update_batch(values)
-        return sketch.hashvalues
+            self._permutations = _permutations()
+        return self._permutations
 
 
 _AFTER_STORED = 1 << 62  # ordering key of the batch's own items: after every stored item id
@@ -242,3 +253,40 @@ def _ranked_query(chunk: list[tuple[int, list[int], datetime]], limit: int) -> t
         params[f"b{n}"], params[f"s{n}"] = bands, since
         binds += [bindparam(f"b{n}", expanding=True), bindparam(f"s{n}", type_=UtcDateTime())]
     return text(" UNION ALL ".join(parts)).bindparams(*binds), params
+
+
+def _permutations() -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's "affine32" permutations for NUM_PERM and SEED: h -> a * h + b mod 2**32."""
+    import numpy as np
+
+    generator = np.random.RandomState(SEED)
+    a = generator.randint(0, 1 << 31, NUM_PERM, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = generator.randint(0, 1 << 32, NUM_PERM, dtype=np.uint32)
+    return a, b
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    """The MurmurHash3 32-bit finalizer (datasketch's pre-mix of the input hashes)."""
+    import numpy as np
+
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
+
+
+def _minhashes(sets: list[set[bytes]], affine: tuple[np.ndarray, np.ndarray]) -> Iterator[np.ndarray]:
+    """The MinHash values of each set, as datasketch's ``MinHash(NUM_PERM, seed=SEED,
+    scheme="affine32").update_batch(values).hashvalues`` (SHA-1 of each value), for all sets in
+    one array operation."""
+    import numpy as np
+
+    if not sets:
+        return iter(())
+    digests = b"".join(hashlib.sha1(value).digest()[:4] for values in sets for value in values)
+    hashed = _fmix32(np.frombuffer(digests, dtype="<u4").astype(np.uint32))
+    a, b = affine
+    permuted = hashed[:, None] * a[None, :] + b[None, :]
+    starts = np.cumsum([0] + [len(values) for values in sets[:-1]])
+    return iter(np.minimum.reduceat(permuted, starts, axis=0))

@@ -198,3 +198,25 @@ def test_window_and_default_finder(twins):
     single, batch = twins
     plain = [[write("mid-ru", 1, MID_AZ), write("mid-ru", 2, MID_AZ, content_hash="sha256:x")]]
     assert outcome(batched(batch, plain, StoryFinder())) == outcome(one_by_one(single, plain, StoryFinder()))
+
+
+def test_signatures_are_datasketch_minhashes():
+    """The vectorised MinHash gives datasketch's affine32 values (stored signatures stay valid)."""
+    datasketch = pytest.importorskip("datasketch")
+    from crawler.stories import _TAG, NUM_PERM, SEED, band_keys, shingles, words
+
+    items = [write("trend", 1, TREND), write("azertac", 1, AZERTAC), write("x", 1, ("СВМДА", "Коротко.")),
+             write("mid-ru", 1, MID_AZ)] + [cyclic(1, i, NOW) for i in range(5)]
+    permutations = datasketch.MinHash(NUM_PERM, seed=SEED, scheme="affine32").permutations
+    expected = []
+    for item in items:
+        tokens = words("", item.text)
+        if len(tokens) < 8:
+            expected.append(None)
+            continue
+        sketch = datasketch.MinHash(NUM_PERM, seed=SEED, permutations=permutations, scheme="affine32")
+        sketch.update_batch(shingles(tokens))
+        expected.append((_TAG + sketch.hashvalues.astype("<u4").tobytes(), band_keys(sketch.hashvalues)))
+    finder = MinHashStoryFinder()
+    assert finder.signatures(items) == expected
+    assert [finder.signature(item) for item in items] == expected
