@@ -3,7 +3,7 @@ fresh SQLite database, against a minimal baseline in the same run (16 threads of
 feedparser.parse + one sqlite3 transaction of the same rows); then an unchanged second round.
 
 Targets (issue 3): first round ≤ 2× the baseline; second round ≤ 0.25× the first.
-Usage: .venv/bin/python bench/bench_crawl.py [--feeds N] [--items N] [--profile]
+Usage: .venv/bin/python bench/bench_crawl.py [--feeds N] [--items N] [--profile] [--texts copies|distinct]
 (--profile: cProfile of the first round's crawl process, printed after it; slows it down)
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import random
 import resource
 import sqlite3
 import sys
@@ -32,10 +33,16 @@ WORDS = ("министр встреча саммит сотрудничеств�
          "meeting summit cooperation security regional forum dialogue confidence").split()
 
 
-def make_feed(n: int, items: int, base: str) -> bytes:
+def make_feed(n: int, items: int, base: str, distinct: bool = False) -> bytes:
+    """``distinct``: each item's words drawn at random (every item a story of its own) instead
+    of the default rotations of one word cycle (which make all items copies of ~2 stories)."""
     parts = []
     for i in range(items):
-        words = " ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(60))
+        if distinct:
+            rng = random.Random(n * 100_003 + i)
+            words = " ".join(rng.choice(WORDS) for _ in range(60))
+        else:
+            words = " ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(60))
         mention = " The CICA ministers met." if (n + i) % 10 == 0 else ""
         date = formatdate(1_735_000_000 + n * 1000 + i * 60, usegmt=True)
         parts.append(
@@ -76,12 +83,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def serve(feeds: int, items: int) -> tuple[ThreadingHTTPServer, list[str]]:
+def serve(feeds: int, items: int, distinct: bool = False) -> tuple[ThreadingHTTPServer, list[str]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     base = f"http://127.0.0.1:{server.server_address[1]}"
     for n in range(feeds):
-        body = make_feed(n, items, base)
+        body = make_feed(n, items, base, distinct)
         Handler.feeds[f"/feeds/{n}.xml"] = (body, '"' + hashlib.sha256(body).hexdigest()[:16] + '"')
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server, [f"{base}/feeds/{n}.xml" for n in range(feeds)]
@@ -187,14 +194,17 @@ def main() -> int:
     parser.add_argument("--feeds", type=int, default=300)
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--texts", choices=("copies", "distinct"), default="copies",
+                        help="copies (default): rotations of one word cycle, so nearly every item "
+                             "is a copy of every other (story lookup worst case); distinct: random words")
     args = parser.parse_args()
-    server, urls = serve(args.feeds, args.items)
+    server, urls = serve(args.feeds, args.items, args.texts == "distinct")
     with tempfile.TemporaryDirectory() as tmp:
         base_s, rows = baseline(urls, Path(tmp) / "baseline.db")
         first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", args.profile)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     server.shutdown()
-    print(f"feeds {args.feeds} × items {args.items}: baseline rows {rows}, crawl new {new}, "
+    print(f"feeds {args.feeds} × items {args.items} ({args.texts} texts): baseline rows {rows}, crawl new {new}, "
           f"second round new {new_again}")
     print(f"baseline (16 threads urllib + feedparser + one sqlite3 transaction): {base_s:.2f} s")
     print(f"crawl round 1 (fresh database): {first_s:.2f} s = {first_s / base_s:.2f}× baseline "

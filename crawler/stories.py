@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from datetime import datetime, timedelta
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, text
@@ -155,25 +156,29 @@ class MinHashStoryFinder(StoryFinder):
         batch as further candidates (their ids, not yet assigned, follow every stored one)."""
         stored = self._stored_candidates(session, signed, nows)
         earlier: list[_Pending] = []
+        by_band: dict[int, list[int]] = {}  # band -> the earlier items with it (one entry per row)
         choices: list[int | SameAs | None] = []
         for index, (item, now) in enumerate(zip(signed, nows, strict=True)):
             if item is None:
                 choices.append(None)
                 continue
             signature, bands = item
-            wanted, since = set(bands), now - self.window
+            since = now - self.window
             ranked: list[tuple[int, int, bytes, int | SameAs]] = [
                 (-shared, item_id, stored_sig, story_id)
                 for item_id, shared, story_id, stored_sig in stored[index]]
-            for order, pending in enumerate(earlier):
-                shared = sum(1 for b in pending.bands if b in wanted) if pending.seen_at >= since else 0
-                if shared:
+            shared_with = Counter(order for band in set(bands) for order in by_band.get(band, ()))
+            for order, shared in shared_with.items():
+                pending = earlier[order]
+                if pending.seen_at >= since:
                     ranked.append((-shared, _AFTER_STORED + order, pending.signature, pending.story))
             ranked.sort(key=lambda r: (r[0], r[1]))
             choice = self._best(signature, [(sig, story) for _, _, sig, story in ranked[:self.max_candidates]
                                              if story is not None and sig is not None])
             choices.append(choice)
-            earlier.append(_Pending(bands, now, signature, choice if choice is not None else SameAs(index)))
+            for band in bands:
+                by_band.setdefault(band, []).append(len(earlier))
+            earlier.append(_Pending(now, signature, choice if choice is not None else SameAs(index)))
         return choices
 
     def _best(self, signature: bytes, candidates: list[tuple[bytes, int | SameAs]]) -> int | SameAs | None:
@@ -231,7 +236,6 @@ _DETAILS = text("""
 class _Pending:
     """An earlier new item of the batch, as a candidate of the later ones."""
 
-    bands: list[int]
     seen_at: datetime
     signature: bytes
     story: int | SameAs

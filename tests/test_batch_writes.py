@@ -64,7 +64,8 @@ def cyclic(n: int, i: int, at: datetime) -> ItemWrite:
 
 
 @pytest.fixture
-def twins(db_url: str, tmp_path: Any, pg_template: str | None) -> Iterator[tuple[sessionmaker[Session], sessionmaker[Session]]]:
+def twins(db_url: str, tmp_path: Any,
+          pg_template: str | None) -> Iterator[tuple[sessionmaker[Session], sessionmaker[Session]]]:
     """Two migrated databases of the same backend, with the same sources."""
     if db_url.startswith("sqlite"):
         other = f"sqlite:///{tmp_path / 'twin.db'}"
