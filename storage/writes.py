@@ -83,9 +83,12 @@ class _Batch:
     def run(self) -> list[SaveResult]:
         self.results = [None] * len(self.writes)
         stored = _lookup(self.session, self.writes)
+        # Before any write of the batch: an unchanged item's result is its state before it.
+        organisations = _organisations(self.session, [
+            row.id for row, w in zip(stored, self.writes, strict=True)
+            if row is not None and row.content_hash == w.content_hash])
         claimed: set[tuple[str, str, str]] = set()
         touched: set[int] = set()
-        unchanged: list[int] = []
         for index, write in enumerate(self.writes):
             keys = _identity(write)
             row = stored[index]
@@ -94,28 +97,21 @@ class _Batch:
             elif row is None:
                 self.pending.append(index)
             elif row.content_hash == write.content_hash:
-                unchanged.append(index)
+                self.results[index] = SaveResult(row.id, "unchanged", row.version, row.story_id,
+                                                 organisations.get(row.id, []))
             else:
                 self._one_by_one(index)
             claimed |= keys
             if row is not None:
                 touched.add(row.id)
         self._insert_pending()
-        self._unchanged(unchanged, stored)
+        assert all(r is not None for r in self.results)
         return [r for r in self.results if r is not None]
 
     def _one_by_one(self, index: int) -> None:
         self._insert_pending()
         self.results[index] = save_item(self.session, self.writes[index], self.channels,
                                         stories=self.stories, now=self.now)
-
-    def _unchanged(self, indexes: list[int], stored: list[Stored | None]) -> None:
-        rows = [stored[i] for i in indexes]
-        organisations = _organisations(self.session, [r.id for r in rows if r is not None])
-        for index, row in zip(indexes, rows, strict=True):
-            assert row is not None
-            self.results[index] = SaveResult(row.id, "unchanged", row.version, row.story_id,
-                                             organisations.get(row.id, []))
 
     def _insert_pending(self) -> None:
         if not self.pending:

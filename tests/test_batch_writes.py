@@ -186,6 +186,16 @@ def test_an_item_named_twice_in_a_batch(twins):
     ]])
 
 
+def test_an_unchanged_item_edited_later_in_the_batch(twins):
+    first = [write("trend", 1, TREND), write("mfa-az", 1, MFA_AZ)]
+    later = NOW + timedelta(hours=1)
+    assert_same(twins, [first, [
+        write("trend", 1, TREND, at=later),  # unchanged: its state before the batch
+        write("mfa-az", 2, MFA_AZ, at=later),
+        write("trend", 1, TREND, at=later, content_hash="sha256:edit", matches=[SCO]),
+    ]])
+
+
 def test_bench_like_copies_beyond_the_candidate_limit(twins):
     batches = [[cyclic(n, i, NOW + timedelta(seconds=n)) for i in range(40)] for n in range(3)]
     results = assert_same(twins, batches, MinHashStoryFinder(max_candidates=16))
