@@ -16,7 +16,7 @@ import pytest
 ABORTED = 599  # recorded status of a request whose sender hung up before the answer
 
 
-@dataclass(frozen=True)
+@dataclass
 class Received:
     """One request the receiver got, and what it answered."""
 
@@ -104,7 +104,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 time.sleep(receiver.delay)
             status = receiver.answer()
             reply = b'{"ok": true}' if status < 300 else b'{"error": "failing on purpose"}'
-            answered = status
+            # Recorded before answering, so a sender that saw the answer always finds the request
+            # here; a sender that hangs up before the answer is written turns it into ABORTED.
+            received = Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
+                                body, status, time.monotonic())
+            receiver.record(received)
             try:
                 self.send_response(status)
                 if status >= 300 and receiver.retry_after:
@@ -115,10 +119,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(reply)
                 self.wfile.flush()
             except OSError:  # the sender gave up (timeout): it never saw this answer
-                answered = ABORTED
+                received.status = ABORTED
                 self.close_connection = True
-            receiver.record(Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
-                                     body, answered, time.monotonic()))
 
         def log_message(self, format: str, *args: Any) -> None:
             return None
