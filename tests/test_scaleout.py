@@ -30,7 +30,6 @@ from storage.db import make_engine, make_session_factory
 from storage.leases import claim_due_sources, release_sources
 from storage.models import AlertEvent, FetchLog, Item, Source, Worker
 from storage.repository import SourceRow, sync_sources
-from tests.plugins.db import PG_ENV, _drop_pg_database, _new_pg_database
 from tests.plugins.receivers import Receiver
 from tests.plugins.sites import Handler, Route, Site, SiteServer, rss
 
@@ -52,18 +51,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url(pg_template: str | None) -> Iterator[str]:
-    """A fresh migrated PostgreSQL database; CI must have one."""
-    if pg_template is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{PG_ENV} is not set: CI must run the scale-out tests")
-        pytest.skip(f"{PG_ENV} not set")
-    url = _new_pg_database(pg_template)
-    yield url
-    _drop_pg_database(url)
 
 
 @pytest.fixture

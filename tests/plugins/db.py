@@ -70,6 +70,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path, pg_template: str | None) ->
         engine.dispose()
         yield url
         return
+    yield from _fresh_pg_database(pg_template)
+
+
+def _fresh_pg_database(pg_template: str | None) -> Iterator[str]:
+    """A fresh migrated PostgreSQL database, dropped afterwards; CI must have a server."""
     if pg_template is None:
         if os.environ.get("CI"):
             pytest.fail(f"{PG_ENV} is not set: CI must run the PostgreSQL tests")
@@ -77,6 +82,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path, pg_template: str | None) ->
     url = _new_pg_database(pg_template)
     yield url
     _drop_pg_database(url)
+
+
+@pytest.fixture
+def pg_url(pg_template: str | None) -> Iterator[str]:
+    """A fresh migrated PostgreSQL database (no SQLite variant)."""
+    yield from _fresh_pg_database(pg_template)
 
 
 @pytest.fixture
