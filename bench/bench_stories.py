@@ -98,9 +98,9 @@ class Prepared(StoryFinder):
     def signature(self, item: ItemWrite) -> tuple[bytes, list[int]] | None:
         return self.signed
 
-    def find(self, session, signature, bands, now, exclude_item):  # type: ignore[no-untyped-def]
+    def find(self, session, signature, bands, now, exclude_item, source_id=""):  # type: ignore[no-untyped-def]
         began = time.perf_counter()
-        found = self.finder.find(session, signature, bands, now, exclude_item)
+        found = self.finder.find(session, signature, bands, now, exclude_item, source_id)
         self.find_seconds = time.perf_counter() - began
         return found
 
@@ -117,16 +117,28 @@ class Timings:
 # without it scans the whole story_bands table on every item (cost grows with the table).
 
 
+SOURCES = 20
+
+
+def source_of(items: list[Generated], n: int) -> str:
+    """Originals rotate over SOURCES outlets; a copy comes from another outlet than its original
+    (syndication is across sources: one source's look-alikes never share a story)."""
+    original = items[n].original
+    if original is None:
+        return f"s{n % SOURCES}"
+    return f"s{(original % SOURCES + 1 + n % (SOURCES - 1)) % SOURCES}"
+
+
 def prepare_db(db: Path, items: list[Generated], item_index: bool):  # type: ignore[no-untyped-def]
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)
     with engine.begin() as conn:
         if not item_index:  # the migration has it since this bench proposed it
             conn.execute(text("DROP INDEX ix_story_bands_item"))
-        conn.execute(insert(Source).values(id="bench", kind="feed", url="", name="bench", enabled=True,
-                                           interval_seconds=600.0, failures=0, had_items=True,
-                                           created_at=START))
-        rows = [{"id": n + 1, "source_id": "bench", "url": f"https://x.example/{n}",
+        conn.execute(insert(Source), [dict(id=f"s{k}", kind="feed", url="", name=f"s{k}", enabled=True,
+                                           interval_seconds=600.0, failures=0, had_items=True, host="",
+                                           created_at=START) for k in range(SOURCES)])
+        rows = [{"id": n + 1, "source_id": source_of(items, n), "url": f"https://x.example/{n}",
                  "canonical_url": f"https://x.example/{n}", "url_key": f"k{n}", "title": g.title, "text": "",
                  "first_seen_at": START + n * SPACING, "updated_at": START + n * SPACING,
                  "sort_at": START + n * SPACING, "version": 1, "content_hash": f"h{n}"}
@@ -144,7 +156,7 @@ def cluster(db: Path, items: list[Generated], item_index: bool) -> Timings:
     prepared = Prepared(finder)
     for n, g in enumerate(items):
         now = START + n * SPACING
-        write = ItemWrite("bench", "", "", g.title, g.text, "", now)
+        write = ItemWrite(source_of(items, n), "", "", g.title, g.text, "", now)
         began = time.perf_counter()
         prepared.signed = finder.signature(write)
         out.signature.append(time.perf_counter() - began)

@@ -89,7 +89,7 @@ _CANDIDATES = text("""
           GROUP BY item_id ORDER BY shared DESC, item_id LIMIT :limit) AS ranked
     JOIN item_signatures ON item_signatures.item_id = ranked.item_id
     JOIN items ON items.id = ranked.item_id
-    WHERE items.story_id IS NOT NULL
+    WHERE items.story_id IS NOT NULL AND items.source_id <> :source
 """).bindparams(bindparam("bands", expanding=True), bindparam("since", type_=UtcDateTime()))
 
 
@@ -132,28 +132,33 @@ class MinHashStoryFinder(StoryFinder):
         return shingles(tokens)
 
     def find(self, session: Session, signature: bytes, bands: list[int], now: datetime,
-             exclude_item: int | None) -> int | None:
+             exclude_item: int | None, source_id: str = "") -> int | None:
+        """The story of the most similar recent item of ANOTHER source: syndication is across
+        sources, and one source's items that share boilerplate must never swallow each other's
+        alerts."""
         best: tuple[float, int] | None = None
-        for story_id, stored in self._candidates(session, bands, now - self.window, exclude_item):
+        for story_id, stored in self._candidates(session, bands, now - self.window, exclude_item, source_id):
             score = similarity(signature, stored)
             if score >= self.threshold and (best is None or (score, -story_id) > (best[0], -best[1])):
                 best = (score, story_id)
         return best[1] if best else None
 
     def _candidates(self, session: Session, bands: list[int], since: datetime,
-                    exclude_item: int | None) -> list[tuple[int, bytes]]:
+                    exclude_item: int | None, source_id: str = "") -> list[tuple[int, bytes]]:
         """Story and signature of the recent items sharing most bands with ours (at most max_candidates)."""
         if not bands:
             return []
         rows = session.execute(_CANDIDATES, {"bands": bands, "since": since, "exclude": exclude_item or 0,
+                                             "source": source_id,
                                              "limit": self.max_candidates})
         return [(story_id, bytes(stored)) for story_id, stored in rows]
 
     def find_many(self, session: Session, signed: Sequence[Signed | None],
-                  nows: Sequence[datetime]) -> list[int | SameAs | None]:
+                  nows: Sequence[datetime], sources: Sequence[str] = ()) -> list[int | SameAs | None]:
         """``find`` for the new items of a batch, as if each had been saved before the next:
         the stored candidates of every item in a few statements, and the earlier items of the
         batch as further candidates (their ids, not yet assigned, follow every stored one)."""
+        sources = list(sources) or [""] * len(signed)
         stored = self._stored_candidates(session, signed, nows)
         earlier: list[_Pending] = []
         by_band: dict[int, list[int]] = {}  # band -> the earlier items with it (one entry per row)
@@ -166,11 +171,11 @@ class MinHashStoryFinder(StoryFinder):
             since = now - self.window
             ranked: list[tuple[int, int, bytes, int | SameAs]] = [
                 (-shared, item_id, stored_sig, story_id)
-                for item_id, shared, story_id, stored_sig in stored[index]]
+                for item_id, shared, story_id, stored_sig, source in stored[index] if source != sources[index]]
             shared_with = Counter(order for band in set(bands) for order in by_band.get(band, ()))
             for order, shared in shared_with.items():
                 pending = earlier[order]
-                if pending.seen_at >= since:
+                if pending.seen_at >= since and pending.source != sources[index]:
                     ranked.append((-shared, _AFTER_STORED + order, pending.signature, pending.story))
             ranked.sort(key=lambda r: (r[0], r[1]))
             choice = self._best(signature, [(sig, story) for _, _, sig, story in ranked[:self.max_candidates]
@@ -178,7 +183,8 @@ class MinHashStoryFinder(StoryFinder):
             choices.append(choice)
             for band in bands:
                 by_band.setdefault(band, []).append(len(earlier))
-            earlier.append(_Pending(now, signature, choice if choice is not None else SameAs(index)))
+            earlier.append(_Pending(now, signature, choice if choice is not None else SameAs(index),
+                                    sources[index]))
         return choices
 
     def _best(self, signature: bytes, candidates: list[tuple[bytes, int | SameAs]]) -> int | SameAs | None:
@@ -194,8 +200,9 @@ class MinHashStoryFinder(StoryFinder):
         return best[2] if best else None
 
     def _stored_candidates(self, session: Session, signed: Sequence[Signed | None],
-                           nows: Sequence[datetime]) -> list[list[tuple[int, int, int | None, bytes | None]]]:
-        """Per item: (item id, shared bands, story id, signature) of the stored items ranked as
+                           nows: Sequence[datetime]
+                           ) -> list[list[tuple[int, int, int | None, bytes | None, str | None]]]:
+        """Per item: (item id, shared bands, story id, signature, source) of the stored items ranked as
         ``_CANDIDATES`` ranks them, the story and signature filters applied after the limit."""
         ranked: list[list[tuple[int, int]]] = [[] for _ in signed]
         todo = [(i, s[1], now - self.window) for i, (s, now) in enumerate(zip(signed, nows, strict=True))
@@ -205,14 +212,14 @@ class MinHashStoryFinder(StoryFinder):
             for index, item_id, shared in session.execute(*_ranked_query(chunk, self.max_candidates)):
                 ranked[index].append((item_id, shared))
         ids = sorted({item_id for rows in ranked for item_id, _ in rows})
-        details: dict[int, tuple[int, bytes]] = {}
+        details: dict[int, tuple[int, bytes, str]] = {}
         for start in range(0, len(ids), 500):
             rows = session.execute(_DETAILS, {"ids": ids[start:start + 500]})
-            details.update((item_id, (story_id, bytes(sig))) for item_id, story_id, sig in rows)
+            details.update((item_id, (story_id, bytes(sig), source)) for item_id, story_id, sig, source in rows)
         out = []
         for rows in ranked:
             rows.sort(key=lambda r: (-r[1], r[0]))
-            out.append([(item_id, shared, *details.get(item_id, (None, None)))  # type: ignore[misc]
+            out.append([(item_id, shared, *details.get(item_id, (None, None, None)))  # type: ignore[misc]
                         for item_id, shared in rows])
         return out
 
@@ -226,7 +233,7 @@ _AFTER_STORED = 1 << 62  # ordering key of the batch's own items: after every st
 _LOOKUPS_PER_QUERY = 100  # items per candidate query (SQLite allows 500 compound SELECTs)
 
 _DETAILS = text("""
-    SELECT items.id, items.story_id, item_signatures.signature
+    SELECT items.id, items.story_id, item_signatures.signature, items.source_id
     FROM items JOIN item_signatures ON item_signatures.item_id = items.id
     WHERE items.id IN :ids AND items.story_id IS NOT NULL
 """).bindparams(bindparam("ids", expanding=True))
@@ -239,6 +246,7 @@ class _Pending:
     seen_at: datetime
     signature: bytes
     story: int | SameAs
+    source: str
 
 
 def _neg(key: tuple[int, int]) -> tuple[int, int]:

@@ -111,11 +111,11 @@ class StoryFinder:
         return [self.signature(item) for item in items]
 
     def find(self, session: Session, signature: bytes, bands: list[int], now: datetime,
-             exclude_item: int | None) -> int | None:
+             exclude_item: int | None, source_id: str = "") -> int | None:
         return None
 
     def find_many(self, session: Session, signed: Sequence[Signed | None],
-                  nows: Sequence[datetime]) -> list[int | SameAs | None] | None:
+                  nows: Sequence[datetime], sources: Sequence[str] = ()) -> list[int | SameAs | None] | None:
         """Stories for the new items of one batch, as if they were saved one after the other:
         an existing story id, SameAs(an earlier item of the batch) or None (a new story).
         None when this finder cannot look up a batch (its items are then saved one by one)."""
@@ -211,7 +211,8 @@ def _assign_story(session: Session, item: Item, write: ItemWrite, stories: Story
     ``fresh``: the item was just inserted, so it has no signature or bands to replace."""
     signed = stories.signature(write)
     if item.story_id is None and signed is not None:
-        item.story_id = stories.find(session, signed[0], signed[1], now, exclude_item=item.id)
+        item.story_id = stories.find(session, signed[0], signed[1], now, exclude_item=item.id,
+                                     source_id=item.source_id)
     if item.story_id is None:
         story = Story(created_at=now)
         session.add(story)

@@ -120,7 +120,7 @@ class _Batch:
         writes = [self.writes[i] for i in indexes]
         nows = [self.now or w.fetched_at for w in writes]
         signed = self.stories.signatures(writes)
-        choices = self.stories.find_many(self.session, signed, nows)
+        choices = self.stories.find_many(self.session, signed, nows, [w.source_id for w in writes])
         if choices is None:  # the finder cannot look up a batch
             for index in indexes:
                 self.results[index] = save_item(self.session, self.writes[index], self.channels,

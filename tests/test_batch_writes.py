@@ -59,7 +59,7 @@ def cyclic(n: int, i: int, at: datetime) -> ItemWrite:
     """The bench's items: cyclic word sequences, so that nearly all are copies of each other."""
     words = " ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(60))
     mention = " The CICA ministers met." if (n + i) % 10 == 0 else ""
-    return write("bench", n * 100 + i, (f"Feed {n} item {i}", f"{words}{mention}\n\n{words}"),
+    return write(SOURCES[i % len(SOURCES)], n * 100 + i, (f"Feed {n} item {i}", f"{words}{mention}\n\n{words}"),
                  at=at + timedelta(microseconds=i), matches=[CICA] if mention else [])
 
 
@@ -200,6 +200,20 @@ def test_bench_like_copies_beyond_the_candidate_limit(twins):
     batches = [[cyclic(n, i, NOW + timedelta(seconds=n)) for i in range(40)] for n in range(3)]
     results = assert_same(twins, batches, MinHashStoryFinder(max_candidates=16))
     assert len({r.story_id for r in results}) < 10
+
+
+def test_one_sources_look_alike_items_never_share_a_story(twins):
+    """Syndication is across sources: one source's items with the same boilerplate body stay
+    apart (a merge would swallow their alerts)."""
+    body = ("Cookies help us deliver our services. By using our services, you agree to our use of "
+            "cookies and to the processing of your data by our partners for advertising purposes.")
+    batches = [[write("trend", i, (f"Trend headline {i} about CICA", body), matches=[CICA]) for i in range(4)],
+               [write("trend", 9, ("Another headline", body)), write("azertac", 1, ("AZERTAC headline", body))]]
+    results = assert_same(twins, batches)
+    trend = [r.story_id for r in results[:5]]
+    assert len(set(trend)) == 5  # every item of one source its own story
+    assert results[5].story_id in trend  # another source's copy still joins
+    assert all(r.events for r in results[:4])  # each one alerted
 
 
 def test_window_and_default_finder(twins):
