@@ -70,7 +70,7 @@ def run_round(job: CrawlJob, out: TextIO) -> None:
     from crawler.spiders.round import RoundSpider
     from storage.db import make_engine, make_session_factory
 
-    engine = make_engine(job.database_url)
+    engine = make_engine(job.database_url, sqlite_cache_mib=64)
     sessions = make_session_factory(engine)
 
     def emit(event: Any) -> None:

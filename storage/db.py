@@ -15,19 +15,24 @@ from storage.errors import DatabaseError
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a committed outbox row survives power loss too, not only a crash of the process.
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA cache_size=-32768")  # 32 MiB (default 2 MiB): story bands and indexes stay cached
-    cursor.close()
+def _sqlite_pragmas(cache_mib: int) -> Any:
+    """The connect hook that configures every new SQLite connection."""
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed outbox row survives power loss too, not only a crash of the process.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+        cursor.close()
+    return apply
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and its directory."""
+def make_engine(url: str, *, sqlite_cache_mib: int = 2, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout, its directory and a
+    page cache of ``sqlite_cache_mib`` per connection (SQLite's default 2 MiB keeps a long-running
+    daemon small; a crawl round, which writes story bands and indexes, asks for more)."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -40,7 +45,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             except OSError as exc:
                 raise DatabaseError(f"cannot create the directory of {database}: {exc.strerror}") from None
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(sqlite_cache_mib))
         return engine
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
