@@ -69,7 +69,8 @@ def test_same_content_twice_writes_nothing(factory):
 
 @pytest.mark.parametrize("change", [
     {"guid": "other-guid"},  # GUID changed, link kept
-    {"canonical_url": "https://mid.ru/ru/news/moved/", "url": "https://mid.ru/ru/news/moved/"},  # link changed, GUID kept
+    # link changed, GUID kept
+    {"canonical_url": "https://mid.ru/ru/news/moved/", "url": "https://mid.ru/ru/news/moved/"},
 ])
 def test_guid_or_link_change_keeps_one_item(factory, change):
     with factory.begin() as s:
