@@ -173,11 +173,15 @@ def run_round(rt: Runtime, ids: Sequence[str]) -> None:
 
 def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime, failure: str | None) -> None:
     """Sources the round did not finish (killed, timed out, crashed) get an error outcome and
-    back-off; sources it left without a future poll time get one (never a hot loop)."""
+    back-off — unless the daemon is stopping and ended the round itself: those stay due and are
+    polled after the next start; sources it left without a future poll time get one (never a
+    hot loop)."""
     now = rt.clock()
     crawl = rt.config.crawl
     with rt.sessions() as session:
         for source in session.scalars(select(Source).where(Source.id.in_(list(ids)))):
+            if source.lease_owner == rt.worker_id and rt.stopping.is_set():
+                continue  # the daemon stopped the round: no fault of the source, it stays due
             if source.lease_owner == rt.worker_id:
                 message = failure or "the crawl round ended before this source was polled"
                 error_class = "timeout" if failure is None or "imeout" in failure else "crash"

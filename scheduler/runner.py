@@ -181,6 +181,12 @@ def _record_missing(config: AppConfig, sources: Sequence[SourceSpec], report: Cr
     if not missing:
         return
     timed_out = report.timed_out or report.returncode == 124
+    if not timed_out and report.returncode in (0, -signal.SIGTERM):
+        # Stopped on purpose (SIGTERM: the daemon or systemd stopping): not the sources' fault.
+        # They keep their lease until the caller releases it, and stay due.
+        logger.warning("crawl round ended (status {}) before polling {}", report.returncode,
+                       ", ".join(s.id for s in missing))
+        return
     error_class = "timeout" if timed_out else "crash"
     message = ("the crawl round was stopped at its deadline" if timed_out
                else f"the crawl process exited with status {report.returncode}")

@@ -387,3 +387,19 @@ def test_digest_job_sends_one_message_and_retries_as_a_digest(sqlite_url: str,
     assert dispatch_channel(rt, channel_id) == 2  # the failed digest is retried as one
     digests = receiver.ok("/hook")
     assert len(digests) == 1 and len(digests[0].json["events"]) == 2
+
+
+def test_a_round_the_daemon_stops_leaves_its_sources_due_without_an_error(sqlite_url: str,
+                                                                          receiver: Receiver) -> None:
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+
+    def stopped(ids: Sequence[str], sink: EventSink) -> None:
+        rt.stopping.set()  # SIGTERM arrived while the round ran; the round ended without results
+
+    rt = make_runtime(sqlite_url, receiver, stopped, now)
+    poll_due_sources(rt)
+    with rt.sessions() as session:
+        rows = session.scalars(select(Source)).all()
+        assert {(s.id, s.failures, s.last_error_class, s.lease_owner) for s in rows} == {
+            ("a", 0, None, None), ("b", 0, None, None)}
+        assert all(s.next_poll_at is None or s.next_poll_at <= now[0] for s in rows)
