@@ -258,10 +258,3 @@ def worker_status(session: Session, now: datetime | None = None) -> list[dict[st
 def outbox_backlog(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(AlertEvent)
                           .where(AlertEvent.delivered_at.is_(None))) or 0
-
-
-def last_outcomes(session: Session, source_ids: Sequence[str], since: datetime) -> list[FetchLog]:
-    """The fetch-log rows of these sources written since ``since`` (a crawl's summary)."""
-    return list(session.scalars(select(FetchLog).where(
-        FetchLog.source_id.in_(list(source_ids)), FetchLog.started_at >= since)
-        .order_by(FetchLog.id)))

@@ -7,7 +7,7 @@ import hashlib
 import json
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -360,11 +360,6 @@ def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = 
     session.execute(update(Source).where(Source.id == outcome.source_id).values(**values))
 
 
-def set_next_poll(session: Session, source_id: str, when: datetime) -> None:
-    session.execute(update(Source).where(Source.id == source_id).values(next_poll_at=when))
-
-
-Clock = Callable[[], datetime]
 
 
 @dataclass
