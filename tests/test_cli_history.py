@@ -171,3 +171,19 @@ def test_every_query_plan_gives_the_same_answers(loaded, monkeypatch, selective,
     monkeypatch.setattr(storage.queries, "UBIQUITOUS", ubiquitous)
     assert [search_ids(loaded, *q) for q in queries] == expected
     assert all(expected)
+
+
+def test_rematch_reports_then_stores_gained_and_lost_matches(run):
+    unmatched = record(20, "Саммит в Астане", "Лидеры обсудили повестку СВМДА и ШОС.")  # matches not stored
+    stale = record(21, "Football results", "Nothing here.", orgs=("SCO",))  # a match that no longer holds
+    result = run("import", "-", input="\n".join(json.dumps(r, ensure_ascii=False) for r in (unmatched, stale)))
+    assert result.exit_code == 0
+    dry = run("rematch", "--dry-run")
+    assert "+ CICA" in dry.output and "+ SCO" in dry.output and "- SCO" in dry.output
+    assert "would change: 2 matches gained, 1 lost" in dry.output
+    assert search_ids(run, "--org", "CICA") == []  # a dry run stores nothing
+    done = run("rematch", "--org", "CICA")
+    assert "changed: 1 matches gained, 0 lost" in done.output
+    assert search_ids(run, "--org", "CICA") == ["Саммит в Астане"]
+    assert search_ids(run, "--org", "SCO") == ["Football results"]  # --org CICA left SCO alone
+    assert run("rematch", "--org", "NATO").exit_code == 2
