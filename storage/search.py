@@ -55,13 +55,15 @@ class Query:
 
 
 def parse_query(text: str) -> Query:
-    """Parse words, "phrases", ``OR`` between terms and ``-term`` exclusions."""
+    """Parse words, "phrases", ``OR`` between terms and ``-term`` exclusions (``AND`` is implied)."""
     query = Query()
     join_next = False
     for match in _QUERY_TOKEN.finditer(text):
         negate, phrase, bare = match.group(1), match.group(2), match.group(3)
         if bare == "OR":
             join_next = bool(query.groups)
+            continue
+        if bare == "AND":  # the default between terms anyway
             continue
         if bare is not None and bare.startswith("-") and len(bare) > 1:
             negate, bare = "-", bare[1:]

@@ -101,6 +101,7 @@ def test_full_text_query_language(loaded):
     assert search_ids(loaded, '"доверия мерам"') == []
     assert search_ids(loaded, "football OR заседание") == ["Заседание ШОС в Астане", "Football results"]
     assert search_ids(loaded, "СВМДА -заявление") == ["Руденко и Мустафаев обсудили СВМДА"]
+    assert search_ids(loaded, "СВМДА AND заявление") == ["СВМДА и ШОС: совместное заявление"]
     only_excluded = loaded("search", "--source", "tass", "--format", "json", "--", "-заседание")
     assert [i["title"] for i in json.loads(only_excluded.stdout)] == ["Football results"]
 
