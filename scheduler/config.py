@@ -95,6 +95,7 @@ class DaemonSettings(Frozen):
     dispatch_interval: Duration = 2.0
     max_attempts: int = Field(default=20, ge=1)
     retry_cap: Duration = 3600.0
+    fetch_log_keep: Duration = 90 * 86400.0
 
 
 class AppConfig(Frozen):

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -214,6 +214,8 @@ class Daemon:
                                   misfire_grace_time=3600)
         scheduler.add_job(guarded("heartbeat", lambda: jobs.beat(rt)), "interval",
                           seconds=rt.heartbeat_seconds, id="heartbeat")
+        scheduler.add_job(guarded("prune", lambda: jobs.prune_history(rt)), "interval", hours=6, id="prune",
+                          next_run_time=now + timedelta(minutes=5))
         rt.wake_dispatch = lambda: self.wake_dispatch(rt)
         return scheduler
 

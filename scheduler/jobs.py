@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -334,3 +334,15 @@ def beat(rt: Runtime) -> list[str]:
         logger.warning("worker {} stopped sending heartbeats: its leases are free again", worker)
     return dead
 
+
+def prune_history(rt: Runtime) -> None:
+    """Drop fetch-log rows past `daemon.fetch_log_keep` and the story index past its window."""
+    from crawler.stories import WINDOW
+    from storage.maintenance import prune
+
+    with rt.sessions.begin() as session:
+        pruned = prune(session, rt.clock(), fetch_log_keep=timedelta(seconds=rt.config.daemon.fetch_log_keep),
+                       story_window=WINDOW)
+    if pruned.fetch_log or pruned.story_bands or pruned.signatures:
+        logger.info("pruned {} fetch-log rows, {} story bands, {} signatures", pruned.fetch_log,
+                    pruned.story_bands, pruned.signatures)

@@ -1,0 +1,50 @@
+"""Housekeeping deletes only bookkeeping rows past their time, on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from storage.maintenance import prune
+from storage.models import FetchLog, Item, ItemSignature, StoryBand
+from storage.repository import ItemWrite, PollOutcome, SourceRow, record_poll, save_item, sync_sources
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class SignAll:
+    """A story finder that signs every item (one band) and never finds a story."""
+
+    def signatures(self, items):  # noqa: ANN001, ANN201
+        return [self.signature(i) for i in items]
+
+    def signature(self, item):  # noqa: ANN001, ANN201
+        return (b"sig", [1])
+
+    def find(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        return None
+
+    def find_many(self, session, signed, nows, sources=()):  # noqa: ANN001, ANN201
+        return [None] * len(signed)
+
+
+def count(session, model) -> int:  # noqa: ANN001
+    return session.scalar(select(func.count()).select_from(model))
+
+
+def test_prune_keeps_history_and_drops_old_bookkeeping(session_factory):
+    with session_factory.begin() as s:
+        sync_sources(s, [SourceRow("src", "feed", "https://example.org/rss")], NOW)
+        s.flush()
+        for age_days in (1, 30):
+            when = NOW - timedelta(days=age_days)
+            record_poll(s, PollOutcome("src", when, when, "ok"))
+            save_item(s, ItemWrite("src", f"https://example.org/{age_days}", f"https://example.org/{age_days}",
+                                   "title", "text", f"sha256:{age_days}", when), stories=SignAll(), now=when)
+    with session_factory.begin() as s:
+        pruned = prune(s, NOW, fetch_log_keep=timedelta(days=7), story_window=timedelta(days=3))
+    assert (pruned.fetch_log, pruned.story_bands, pruned.signatures) == (1, 1, 1)
+    with session_factory() as s:
+        assert (count(s, FetchLog), count(s, StoryBand), count(s, ItemSignature)) == (1, 1, 1)
+        assert count(s, Item) == 2  # items are history: never pruned
