@@ -47,3 +47,10 @@ def test_every_config_key_is_documented(table, key):
 def test_every_top_level_table_is_documented():
     for table in AppConfig.model_fields:
         assert f"[{table}]" in README or f"[[{table}]]" in README
+
+
+def test_every_built_in_source_is_listed():
+    from crawler.catalogue import builtin_sources
+
+    for spec in builtin_sources():
+        assert f"| `{spec.id}` |" in README, f"built-in source {spec.id} is not listed in README.md"
