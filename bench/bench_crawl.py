@@ -147,16 +147,19 @@ def disable_profiling() -> None:
     os.environ.pop("NEWSMON_BENCH_PROFILE", None)
 
 
-def print_profile(directory: Path, top: int = 45) -> None:
+def print_profile(directory: Path, keep: Path | None, top: int = 45) -> None:
     import pstats
+    import shutil
 
     for path in sorted(directory.glob("crawl-*.prof")):
+        if keep is not None:
+            shutil.copyfile(path, keep)
         stats = pstats.Stats(str(path), stream=sys.stdout)
         stats.sort_stats("cumulative").print_stats(top)
         stats.sort_stats("tottime").print_stats(25)
 
 
-def crawl(urls: list[str], db_url: str, profile: bool) -> tuple[float, float, int, int]:
+def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None) -> tuple[float, float, int, int]:
     from scheduler.config import build_config
     from scheduler.runner import run_crawl_round
     from storage.db import make_engine, upgrade
@@ -179,7 +182,7 @@ def crawl(urls: list[str], db_url: str, profile: bool) -> tuple[float, float, in
     first_s = time.perf_counter() - started
     if profile:
         disable_profiling()
-        print_profile(profile_dir)
+        print_profile(profile_dir, keep)
     started = time.perf_counter()
     second = run_crawl_round(config, None, timeout=600)
     second_s = time.perf_counter() - started
@@ -194,6 +197,7 @@ def main() -> int:
     parser.add_argument("--feeds", type=int, default=300)
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-out", type=Path, help="also keep the crawl's cProfile file here (for pstats)")
     parser.add_argument("--texts", choices=("copies", "distinct"), default="copies",
                         help="copies (default): rotations of one word cycle, so nearly every item "
                              "is a copy of every other (story lookup worst case); distinct: random words")
@@ -201,7 +205,8 @@ def main() -> int:
     server, urls = serve(args.feeds, args.items, args.texts == "distinct")
     with tempfile.TemporaryDirectory() as tmp:
         base_s, rows = baseline(urls, Path(tmp) / "baseline.db")
-        first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", args.profile)
+        first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", args.profile or args.profile_out is not None,
+                                                  args.profile_out)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     server.shutdown()
     print(f"feeds {args.feeds} × items {args.items} ({args.texts} texts): baseline rows {rows}, crawl new {new}, "

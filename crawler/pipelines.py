@@ -2,12 +2,15 @@
 
 The unit that flows through the pipelines is an ItemBatch: the items one response yielded.
 Each item is stored atomically (item, version, matches and alert outbox rows); the items of a
-batch share one commit, because with SQLite's synchronous=FULL every commit costs an fsync. When
-a batch's transaction fails it is rolled back whole and its items are stored one transaction
-each, so a bad item costs only itself."""
+batch, and the batches that arrive together, share one commit, because with SQLite's
+synchronous=FULL every commit costs an fsync. When a transaction fails it is rolled back whole
+and its batches, then its items, are stored one transaction each, so a bad item costs only
+itself."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 
 MAX_TITLE = 1000
 MAX_TEXT = 200_000
+GROUP_ITEMS = 2000  # items stored per transaction at most
+GROUP_DELAY = 0.05  # seconds a response's items may wait for others to share their commit
 # Dates more than a day ahead are clock or parsing errors: they would sort first for ever.
 FUTURE_SLACK = timedelta(days=1)
 
@@ -137,23 +142,75 @@ def find_matches(matcher: object, title: str, text: str) -> list[MatchRow]:
 
 class StoragePipeline(_RoundPipeline):
     """Save each item atomically (item, version, matches, outbox rows), a batch per commit
-    (``storage.writes.save_items``); a failing batch is retried one item per transaction."""
+    (``storage.writes.save_items``); a failing batch is retried one item per transaction.
+
+    In a crawl, the batches of responses that arrive within GROUP_DELAY of each other share one
+    transaction (up to GROUP_ITEMS items): with synchronous=FULL each commit is an fsync, and a
+    round of hundreds of feeds would otherwise spend seconds waiting for the disk. A batch's
+    items count as stored only once that commit is done; a failing group is retried batch by
+    batch, so a bad batch still costs only itself."""
 
     def open_spider(self) -> None:
         super().open_spider()
         self.channels = channel_rules(self.ctx.job.channels)
         self.stories = MinHashStoryFinder()
+        self.group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]] = []
+        self.group_items = 0
+        self.group_timer: asyncio.TimerHandle | None = None
 
-    def process_item(self, batch: ItemBatch) -> ItemBatch:
-        poll = self.ctx.poll(batch.source_id)
+    async def process_item(self, batch: ItemBatch) -> ItemBatch:
         writes = [item_write(item) for item in batch.items]
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[ItemBatch] = loop.create_future()
+        self.group.append((batch, writes, stored))
+        self.group_items += len(writes)
+        if self.group_items >= GROUP_ITEMS:
+            self.flush()
+        elif self.group_timer is None:
+            self.group_timer = loop.call_later(GROUP_DELAY, self.flush)
+        return await stored
+
+    def close_spider(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Store the waiting batches in one transaction and settle their futures."""
+        group, self.group, self.group_items = self.group, [], 0
+        if self.group_timer is not None:
+            self.group_timer.cancel()
+            self.group_timer = None
+        if not group:
+            return
         try:
             with self.ctx.sessions.begin() as session:
-                results = self._save_batch(session, writes)
+                results = [self._save_batch(session, writes) for _, writes, _ in group]
+        except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
+            results = None
+        for index, (batch, writes, stored) in enumerate(group):
+            try:
+                outcome = (self.store(batch, writes) if results is None
+                           else self._counted(batch, writes, results[index]))
+            except Exception as exc:  # DropItem, or a bug: the item's error, not the round's
+                stored.set_exception(exc)
+            else:
+                stored.set_result(outcome)
+
+    def store(self, batch: ItemBatch, writes: list[ItemWrite] | None = None) -> ItemBatch:
+        """Store one batch in its own transaction (each item alone if that fails)."""
+        poll = self.ctx.poll(batch.source_id)
+        writes = writes if writes is not None else [item_write(item) for item in batch.items]
+        try:
+            with self.ctx.sessions.begin() as session:
+                results: list[SaveResult | None] = list(self._save_batch(session, writes))
         except SQLAlchemyError:
             # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
             # race with another worker) costs only itself.
             results = [self._save_alone(poll, write) for write in writes]
+        return self._counted(batch, writes, results)
+
+    def _counted(self, batch: ItemBatch, writes: list[ItemWrite],
+                 results: Sequence[SaveResult | None]) -> ItemBatch:
+        poll = self.ctx.poll(batch.source_id)
         for write, result in zip(writes, results, strict=True):
             if result is not None:
                 count(poll, result, bool(write.matches))

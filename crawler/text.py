@@ -48,9 +48,10 @@ def clean_text(s: str) -> str:
         return ""
     s = s.replace("\r\n", "\n").replace("\r", "\n")
     s = _INVISIBLE.sub("", _CONTROL.sub("", s))
-    s = unicodedata.normalize("NFC", s)
-    lines = (_SPACES.sub(" ", line).strip() for line in s.split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    s = _SPACES.sub(" ", unicodedata.normalize("NFC", s))  # the class excludes "\n": per line
+    if " \n" in s or "\n " in s:
+        s = "\n".join(line.strip(" ") for line in s.split("\n"))
+    return _BLANK_LINES.sub("\n\n", s).strip()
 
 
 def html_to_text(markup: str) -> str:

@@ -32,8 +32,21 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+_STEMS: dict[str, str] = {}
+_STEMS_MAX = 200_000  # distinct words remembered (~30 MB at most); cleared when full
+
+
 def stems(text: str) -> list[str]:
-    return [_stem(w) for w in words(text)]
+    known = _STEMS
+    out = []
+    for word in words(text):
+        stem = known.get(word)
+        if stem is None:
+            if len(known) >= _STEMS_MAX:
+                known.clear()
+            stem = known[word] = _stem(word)
+        out.append(stem)
+    return out
 
 
 def search_terms(*texts: str) -> str:

@@ -3,12 +3,13 @@ one transaction per item with its outbox rows, repeats dropped, a lost insert ra
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from scrapy.exceptions import DropItem
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 import crawler.pipelines as pipelines
@@ -47,9 +48,9 @@ def run(context: RoundContext, record: ItemRecord) -> CrawledItem:
     batch = ItemBatch("src", [CrawledItem(record=record)])
     storage = StoragePipeline(context)
     storage.open_spider()
-    for stage in (NormalizePipeline(context), MatchPipeline(context), storage):
+    for stage in (NormalizePipeline(context), MatchPipeline(context)):
         batch = stage.process_item(batch)
-    return batch.items[0]
+    return storage.store(batch).items[0]
 
 
 def record(url: str, title: str, text: str = "", **kwargs: Any) -> ItemRecord:
@@ -132,9 +133,45 @@ def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundConte
                               for t in ("good", "bad")])
     storage = StoragePipeline(context)
     storage.open_spider()
-    storage.process_item(MatchPipeline(context).process_item(
-        NormalizePipeline(context).process_item(batch)))
+    storage.store(MatchPipeline(context).process_item(NormalizePipeline(context).process_item(batch)))
     with context.sessions() as session:  # the bad item cost only itself
         assert session.scalars(select(Item.title)).all() == ["good"]
     poll = context.poll("src")
     assert poll.new == 1 and any("failed" in w for w in poll.warnings)
+
+
+def test_responses_arriving_together_share_one_commit_and_a_bad_one_fails_alone(
+        context: RoundContext, monkeypatch: Any) -> None:
+    real_batch = pipelines.save_items
+
+    def flaky_batch(session: Any, writes: Any, channels: Any, **kwargs: Any) -> Any:
+        if any(w.title.startswith("bad") for w in writes):
+            raise IntegrityError("INSERT", {}, Exception("always"))
+        return real_batch(session, writes, channels, **kwargs)
+
+    def flaky(session: Any, write: Any, channels: Any, **kwargs: Any) -> Any:
+        raise IntegrityError("INSERT", {}, Exception("always"))
+
+    def response(*titles: str) -> ItemBatch:
+        batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t)) for t in titles])
+        return MatchPipeline(context).process_item(NormalizePipeline(context).process_item(batch))
+
+    commits: list[int] = []
+    bind = context.sessions.kw["bind"]
+    event.listen(bind, "commit", lambda conn: commits.append(1))
+    storage = StoragePipeline(context)
+    storage.open_spider()
+
+    async def crawl(*batches: ItemBatch) -> list[Any]:
+        return await asyncio.gather(*(storage.process_item(b) for b in batches), return_exceptions=True)
+
+    first = asyncio.run(crawl(response("a1", "a2"), response("b1", "b2"), response("c1", "c2")))
+    assert all(isinstance(r, ItemBatch) for r in first)
+    assert len(commits) == 1  # three responses, one transaction
+    monkeypatch.setattr(pipelines, "save_items", flaky_batch)
+    monkeypatch.setattr(pipelines, "save_item", flaky)
+    second = asyncio.run(crawl(response("d1", "d2"), response("bad1", "bad2")))
+    assert isinstance(second[0], ItemBatch) and isinstance(second[1], DropItem)
+    with context.sessions() as session:
+        assert sorted(session.scalars(select(Item.title)).all()) == ["a1", "a2", "b1", "b2", "c1", "c2", "d1", "d2"]
+    assert context.poll("src").new == 8
