@@ -205,8 +205,8 @@ def main() -> int:
     server, urls = serve(args.feeds, args.items, args.texts == "distinct")
     with tempfile.TemporaryDirectory() as tmp:
         base_s, rows = baseline(urls, Path(tmp) / "baseline.db")
-        first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", args.profile or args.profile_out is not None,
-                                                  args.profile_out)
+        profile = args.profile or args.profile_out is not None
+        first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", profile, args.profile_out)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     server.shutdown()
     print(f"feeds {args.feeds} × items {args.items} ({args.texts} texts): baseline rows {rows}, crawl new {new}, "
