@@ -3,7 +3,8 @@ fresh SQLite database, against a minimal baseline in the same run (16 threads of
 feedparser.parse + one sqlite3 transaction of the same rows); then an unchanged second round.
 
 Targets (issue 3): first round ≤ 2× the baseline; second round ≤ 0.25× the first.
-Usage: .venv/bin/python bench/bench_crawl.py [--feeds N] [--items N] [--profile] [--texts copies|distinct]
+Usage: .venv/bin/python bench/bench_crawl.py [--feeds N] [--items N] [--profile] [--processes N]
+       [--texts mixed|distinct|copies]
 (--profile: cProfile of the first round's crawl process, printed after it; slows it down)
 """
 
@@ -33,16 +34,22 @@ WORDS = ("министр встреча саммит сотрудничеств�
          "meeting summit cooperation security regional forum dialogue confidence").split()
 
 
-def make_feed(n: int, items: int, base: str, distinct: bool = False) -> bytes:
-    """``distinct``: each item's words drawn at random (every item a story of its own) instead
-    of the default rotations of one word cycle (which make all items copies of ~2 stories)."""
+def make_feed(n: int, items: int, base: str, texts: str = "mixed") -> bytes:
+    """``texts``: "distinct" draws each item's words at random (every item a story of its own);
+    "mixed" (the default) does the same except for one item in ten, a wire story that ten
+    feeds reprint with their own dateline (stories of ~10 copies across sources); "copies"
+    makes every item a rotation of one word cycle (all items copies of ~2 stories: the story
+    lookup's worst case)."""
     parts = []
     for i in range(items):
-        if distinct:
+        if texts == "copies":
+            words = " ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(60))
+        elif texts == "mixed" and i % 10 == 5:
+            rng = random.Random(f"wire {n // 10} {i}")
+            words = f"CITY{n} " + " ".join(rng.choice(WORDS) for _ in range(60))
+        else:
             rng = random.Random(n * 100_003 + i)
             words = " ".join(rng.choice(WORDS) for _ in range(60))
-        else:
-            words = " ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(60))
         mention = " The CICA ministers met." if (n + i) % 10 == 0 else ""
         date = formatdate(1_735_000_000 + n * 1000 + i * 60, usegmt=True)
         parts.append(
@@ -83,12 +90,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def serve(feeds: int, items: int, distinct: bool = False) -> tuple[ThreadingHTTPServer, list[str]]:
+def serve(feeds: int, items: int, texts: str = "mixed") -> tuple[ThreadingHTTPServer, list[str]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     base = f"http://127.0.0.1:{server.server_address[1]}"
     for n in range(feeds):
-        body = make_feed(n, items, base, distinct)
+        body = make_feed(n, items, base, texts)
         Handler.feeds[f"/feeds/{n}.xml"] = (body, '"' + hashlib.sha256(body).hexdigest()[:16] + '"')
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server, [f"{base}/feeds/{n}.xml" for n in range(feeds)]
@@ -159,7 +166,8 @@ def print_profile(directory: Path, keep: Path | None, top: int = 45) -> None:
         stats.sort_stats("tottime").print_stats(25)
 
 
-def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None) -> tuple[float, float, int, int]:
+def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None,
+          processes: int = 0) -> tuple[float, float, int, int]:
     from scheduler.config import build_config
     from scheduler.runner import run_crawl_round
     from storage.db import make_engine, upgrade
@@ -169,7 +177,8 @@ def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None)
     engine.dispose()
     config = build_config({
         "storage": {"url": db_url},
-        "crawl": {"fetch_articles": False, "concurrency_per_host": 16, "timeout": "30s"},
+        "crawl": {"fetch_articles": False, "concurrency_per_host": 16, "timeout": "30s",
+                  "processes": processes},
         "sources": [{"id": f"f{n}", "url": url, "allow_private": True} for n, url in enumerate(urls)],
         "alerts": [{"kind": "webhook", "id": "hook", "url": "http://127.0.0.1:9/hook"}],
     }, {})
@@ -197,16 +206,20 @@ def main() -> int:
     parser.add_argument("--feeds", type=int, default=300)
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="crawl.processes (0, the default: one crawl process per CPU core)")
     parser.add_argument("--profile-out", type=Path, help="also keep the crawl's cProfile file here (for pstats)")
-    parser.add_argument("--texts", choices=("copies", "distinct"), default="copies",
-                        help="copies (default): rotations of one word cycle, so nearly every item "
-                             "is a copy of every other (story lookup worst case); distinct: random words")
+    parser.add_argument("--texts", choices=("mixed", "distinct", "copies"), default="mixed",
+                        help="mixed (default): random words, one item in ten a wire story reprinted by "
+                             "ten feeds; distinct: random words only; copies: rotations of one word "
+                             "cycle, so nearly every item is a copy of every other (story lookup worst case)")
     args = parser.parse_args()
-    server, urls = serve(args.feeds, args.items, args.texts == "distinct")
+    server, urls = serve(args.feeds, args.items, args.texts)
     with tempfile.TemporaryDirectory() as tmp:
         base_s, rows = baseline(urls, Path(tmp) / "baseline.db")
         profile = args.profile or args.profile_out is not None
-        first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", profile, args.profile_out)
+        first_s, second_s, new, new_again = crawl(urls, f"sqlite:///{tmp}/newsmon.db", profile, args.profile_out,
+                                                  args.processes)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     server.shutdown()
     print(f"feeds {args.feeds} × items {args.items} ({args.texts} texts): baseline rows {rows}, crawl new {new}, "

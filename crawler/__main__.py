@@ -70,7 +70,8 @@ def run_round(job: CrawlJob, out: TextIO) -> None:
     from crawler.spiders.round import RoundSpider
     from storage.db import make_engine, make_session_factory
 
-    engine = make_engine(job.database_url, sqlite_cache_mib=64)
+    # Several crawl processes may share the database: each write transaction locks first.
+    engine = make_engine(job.database_url, sqlite_cache_mib=64, sqlite_immediate=True)
     sessions = make_session_factory(engine)
 
     def emit(event: Any) -> None:

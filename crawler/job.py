@@ -37,6 +37,9 @@ class CrawlJob(BaseModel):
     log_level: str = "WARNING"
     log_json: bool = False
     progress: bool = False
+    # Per-host request budgets of this process when a host's sources are split over several
+    # processes of one round (their sum stays crawl.concurrency_per_host).
+    host_concurrency: dict[str, int] = Field(default_factory=dict)
 
 
 class SourceEvent(BaseModel):

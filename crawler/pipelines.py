@@ -23,8 +23,9 @@ from crawler.items import ItemRecord
 from crawler.stories import MinHashStoryFinder
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
+from storage.db import lock_writes
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, save_item
-from storage.writes import save_items
+from storage.writes import prepare, save_items
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 MAX_TITLE = 1000
 MAX_TEXT = 200_000
 GROUP_ITEMS = 2000  # items stored per transaction at most
-GROUP_DELAY = 0.05  # seconds a response's items may wait for others to share their commit
+GROUP_DELAY = 0.25  # seconds a response's items may wait for others to share their commit
 # Dates more than a day ahead are clock or parsing errors: they would sort first for ever.
 FUTURE_SLACK = timedelta(days=1)
 
@@ -160,6 +161,7 @@ class StoragePipeline(_RoundPipeline):
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
         writes = [item_write(item) for item in batch.items]
+        prepare(writes, self.stories)  # CPU work, before waiting for the write transaction
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[ItemBatch] = loop.create_future()
         self.group.append((batch, writes, stored))
@@ -183,6 +185,7 @@ class StoragePipeline(_RoundPipeline):
             return
         try:
             with self.ctx.sessions.begin() as session:
+                lock_writes(session)
                 results = [self._save_batch(session, writes) for _, writes, _ in group]
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
@@ -201,6 +204,7 @@ class StoragePipeline(_RoundPipeline):
         writes = writes if writes is not None else [item_write(item) for item in batch.items]
         try:
             with self.ctx.sessions.begin() as session:
+                lock_writes(session)
                 results: list[SaveResult | None] = list(self._save_batch(session, writes))
         except SQLAlchemyError:
             # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
@@ -231,6 +235,7 @@ class StoragePipeline(_RoundPipeline):
         for attempt in (1, 2):
             try:
                 with self.ctx.sessions.begin() as session:
+                    lock_writes(session)
                     return save_item(session, write, self.channels, stories=self.stories)
             except IntegrityError:
                 if attempt == 2:

@@ -24,7 +24,7 @@ from storage.repository import PollOutcome, record_poll
 
 LISTING_KINDS = frozenset({"html", "json", "telegram"})
 RECORD_BATCH = 50  # finished polls recorded per commit, at most
-RECORD_DELAY = 0.2  # seconds a finished poll may wait for others to share its commit
+RECORD_DELAY = 1.0  # seconds a finished poll may wait for others to share its commit
 Outcome = Literal["ok", "not-modified", "error"]
 
 

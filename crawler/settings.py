@@ -86,6 +86,8 @@ def round_settings(job: CrawlJob) -> dict[str, Any]:
         "NEWSMON_DEADLINE": job.deadline_seconds,
         "NEWSMON_PRIVATE_HOSTS": private_hosts(job.sources),
         "LOG_LEVEL": job.log_level.upper(),
+        # Scrapy's download slot of a request is its host name.
+        "DOWNLOAD_SLOTS": {host: {"concurrency": n} for host, n in job.host_concurrency.items()},
     })
     if has_browser_sources(job):  # only then: ordinary rounds never load Playwright
         settings["DOWNLOADER_MIDDLEWARES"] = {**settings["DOWNLOADER_MIDDLEWARES"],

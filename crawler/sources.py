@@ -39,6 +39,9 @@ class CrawlSettings(Frozen):
     concurrency_per_host: int = Field(default=2, ge=1, le=16)
     max_backoff: Duration = 6 * 3600.0
     jitter: float = Field(default=0.1, ge=0, le=0.5)
+    # Crawl processes per round (0: one per CPU core, at most MAX_PROCESSES); a round is split
+    # only when each process gets at least MIN_SOURCES_PER_PROCESS sources.
+    processes: int = Field(default=0, ge=0, le=16)
 
 
 class Selectors(Frozen):

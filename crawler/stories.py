@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import BigInteger, Integer, bindparam, text
 from sqlalchemy.orm import Session
 
 from storage.models import UtcDateTime
@@ -203,25 +203,33 @@ class MinHashStoryFinder(StoryFinder):
                            nows: Sequence[datetime]
                            ) -> list[list[tuple[int, int, int | None, bytes | None, str | None]]]:
         """Per item: (item id, shared bands, story id, signature, source) of the stored items ranked as
-        ``_CANDIDATES`` ranks them, the story and signature filters applied after the limit."""
-        ranked: list[list[tuple[int, int]]] = [[] for _ in signed]
-        todo = [(i, s[1], now - self.window) for i, (s, now) in enumerate(zip(signed, nows, strict=True))
+        ``_CANDIDATES`` ranks them, the story and signature filters applied after the limit.
+
+        The band rows of the whole batch are read in one indexed search (items of one batch share
+        bands when they are alike, and each band is read once) and counted here."""
+        todo = [(i, set(s[1]), now - self.window) for i, (s, now) in enumerate(zip(signed, nows, strict=True))
                 if s is not None and s[1]]
-        for start in range(0, len(todo), _LOOKUPS_PER_QUERY):
-            chunk = todo[start:start + _LOOKUPS_PER_QUERY]
-            for index, item_id, shared in session.execute(*_ranked_query(chunk, self.max_candidates)):
-                ranked[index].append((item_id, shared))
-        ids = sorted({item_id for rows in ranked for item_id, _ in rows})
+        ranked: list[list[tuple[int, int]]] = [[] for _ in signed]
+        if not todo:
+            return [[] for _ in signed]
+        bands = sorted(set().union(*(b for _, b, _ in todo)))
+        since = min(since for _, _, since in todo)
+        rows: dict[int, list[tuple[int, datetime]]] = {}
+        for start in range(0, len(bands), _BANDS_PER_QUERY):
+            for band, item_id, seen_at in session.execute(
+                    _BAND_ROWS, {"bands": bands[start:start + _BANDS_PER_QUERY], "since": since}):
+                rows.setdefault(band, []).append((item_id, seen_at))
+        for index, item_bands, item_since in todo:
+            shared = Counter(item_id for band in item_bands for item_id, seen_at in rows.get(band, ())
+                             if seen_at >= item_since)
+            ranked[index] = sorted(shared.items(), key=lambda r: (-r[1], r[0]))[:self.max_candidates]
+        ids = sorted({item_id for found in ranked for item_id, _ in found})
         details: dict[int, tuple[int, bytes, str]] = {}
         for start in range(0, len(ids), 500):
-            rows = session.execute(_DETAILS, {"ids": ids[start:start + 500]})
-            details.update((item_id, (story_id, bytes(sig), source)) for item_id, story_id, sig, source in rows)
-        out = []
-        for rows in ranked:
-            rows.sort(key=lambda r: (-r[1], r[0]))
-            out.append([(item_id, shared, *details.get(item_id, (None, None, None)))  # type: ignore[misc]
-                        for item_id, shared in rows])
-        return out
+            found = session.execute(_DETAILS, {"ids": ids[start:start + 500]})
+            details.update((item_id, (story_id, bytes(sig), source)) for item_id, story_id, sig, source in found)
+        return [[(item_id, shared, *details.get(item_id, (None, None, None)))  # type: ignore[misc]
+                 for item_id, shared in found] for found in ranked]
 
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
         if self._permutations is None:
@@ -230,7 +238,13 @@ class MinHashStoryFinder(StoryFinder):
 
 
 _AFTER_STORED = 1 << 62  # ordering key of the batch's own items: after every stored item id
-_LOOKUPS_PER_QUERY = 100  # items per candidate query (SQLite allows 500 compound SELECTs)
+_BANDS_PER_QUERY = 2000  # band keys per lookup (well under every backend's parameter limit)
+
+# Every recent row of the batch's bands (index ix_story_bands_band (band, seen_at)).
+_BAND_ROWS = text("""
+    SELECT band, item_id, seen_at FROM story_bands WHERE band IN :bands AND seen_at >= :since
+""").bindparams(bindparam("bands", expanding=True), bindparam("since", type_=UtcDateTime())).columns(
+    band=BigInteger(), item_id=Integer(), seen_at=UtcDateTime())
 
 _DETAILS = text("""
     SELECT items.id, items.story_id, item_signatures.signature, items.source_id
@@ -251,20 +265,6 @@ class _Pending:
 
 def _neg(key: tuple[int, int]) -> tuple[int, int]:
     return (-key[0], -key[1])
-
-
-def _ranked_query(chunk: list[tuple[int, list[int], datetime]], limit: int) -> tuple[Any, dict[str, Any]]:
-    """The inner query of ``_CANDIDATES`` for each item of ``chunk``, as one UNION ALL."""
-    parts, params = [], {"limit": limit}
-    binds = []
-    for n, (index, bands, since) in enumerate(chunk):
-        parts.append(
-            f"SELECT {int(index)} AS k, r.item_id, r.shared FROM ("
-            f"SELECT item_id, count(*) AS shared FROM story_bands WHERE band IN :b{n} "
-            f"AND seen_at >= :s{n} GROUP BY item_id ORDER BY shared DESC, item_id LIMIT :limit) AS r")
-        params[f"b{n}"], params[f"s{n}"] = bands, since
-        binds += [bindparam(f"b{n}", expanding=True), bindparam(f"s{n}", type_=UtcDateTime())]
-    return text(" UNION ALL ".join(parts)).bindparams(*binds), params
 
 
 def _permutations() -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Invisible characters that only get in the way of matching: soft hyphen, zero-width space,
 # word joiner, BOM. (ZWNJ/ZWJ are kept: they carry meaning in some scripts.)
 _INVISIBLE = re.compile("[\u00ad\u200b\u2060\ufeff]")
+_UNWANTED = re.compile(f"{_CONTROL.pattern}|{_INVISIBLE.pattern}")
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>", re.IGNORECASE)
 _SPACES = re.compile(r"[^\S\n]+")
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: NBSP is text
@@ -46,12 +47,15 @@ def clean_text(s: str) -> str:
     """
     if not s:
         return ""
-    s = s.replace("\r\n", "\n").replace("\r", "\n")
-    s = _INVISIBLE.sub("", _CONTROL.sub("", s))
-    s = _SPACES.sub(" ", unicodedata.normalize("NFC", s))  # the class excludes "\n": per line
+    s = _UNWANTED.sub("", s.replace("\r\n", "\n").replace("\r", "\n"))
+    if not unicodedata.is_normalized("NFC", s):
+        s = unicodedata.normalize("NFC", s)
+    s = _SPACES.sub(" ", s)  # the class excludes "\n": spaces collapse within lines
     if " \n" in s or "\n " in s:
         s = "\n".join(line.strip(" ") for line in s.split("\n"))
-    return _BLANK_LINES.sub("\n\n", s).strip()
+    if "\n\n\n" in s:
+        s = _BLANK_LINES.sub("\n\n", s)
+    return s.strip()
 
 
 def html_to_text(markup: str) -> str:

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from loguru import logger
 
+from crawler.addresses import url_host
 from crawler.job import ChannelSpec, CrawlJob, SourceEvent, parse_event
 from crawler.policy import next_poll_at
 from crawler.sources import SourceSpec
@@ -83,7 +84,8 @@ def run_crawl_round(
     log_level: str = "WARNING",
     log_json: bool = False,
 ) -> CrawlReport:
-    """Crawl ``source_ids`` (None: every enabled source) once, in a subprocess.
+    """Crawl ``source_ids`` (None: every enabled source) once, in one subprocess or, for a
+    large round, several (``plan_shards``).
 
     :param timeout: the round's deadline in seconds (default ``[daemon] round_timeout``);
         the process is killed shortly after it, and the sources it had not finished get an
@@ -94,17 +96,92 @@ def run_crawl_round(
     report = CrawlReport()
     if not sources:
         return report
-    job = build_job(config, sources, worker_id=worker_id, deadline=timeout, log_level=log_level,
-                    log_json=log_json, progress=on_event is not None)
+    shards = plan_shards(sources, processes=crawl_processes(config.crawl.processes),
+                         concurrency_per_host=config.crawl.concurrency_per_host)
     started = time.monotonic()
-    process = _spawn()
-    events = _stream(process, job.model_dump_json())
+    runs: list[_Run] = []
+    lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+    for index, shard in enumerate(shards):
+        job = build_job(config, shard.sources, worker_id=worker_id, deadline=timeout, log_level=log_level,
+                        log_json=log_json, progress=on_event is not None)
+        job = job.model_copy(update={"host_concurrency": shard.host_concurrency})
+        process = _spawn()
+        runs.append(_Run(shard, process))
+        _stream(process, job.model_dump_json(), index, lines)
     hard_deadline = started + job.deadline_seconds + KILL_GRACE
-    report.timed_out = _collect(process, events, hard_deadline, report, on_event)
-    report.returncode = process.wait()
+    report.timed_out = _collect(runs, lines, hard_deadline, report, on_event)
+    for run in runs:
+        run.returncode = run.process.wait()
+    report.returncode = next((r.returncode for r in runs if r.returncode != 0), 0)
     report.seconds = time.monotonic() - started
-    _record_missing(config, sources, report, worker_id)
+    for run in runs:
+        _record_missing(config, run.shard.sources, report, worker_id, run.returncode)
     return report
+
+
+MAX_PROCESSES = 4
+MIN_SOURCES_PER_PROCESS = 50  # fewer: a second process costs more to start than it saves
+
+
+def crawl_processes(configured: int) -> int:
+    """Processes per round: as configured, or (0) one per CPU core, at most MAX_PROCESSES."""
+    if configured > 0:
+        return configured
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_PROCESSES, cores))
+
+
+@dataclass
+class Shard:
+    """The sources one crawl process of a round polls, and its per-host request budgets for
+    hosts whose sources are split over several processes."""
+
+    sources: list[SourceSpec] = field(default_factory=list)
+    host_concurrency: dict[str, int] = field(default_factory=dict)
+
+
+def plan_shards(sources: Sequence[SourceSpec], processes: int, concurrency_per_host: int) -> list[Shard]:
+    """Split a round's sources over up to ``processes`` crawl processes (CPU-bound parsing and
+    matching run in parallel; SQLite writes are serialised by the crawl's write transactions).
+
+    A host's sources stay in one process unless the host alone holds more than a process's fair
+    share; then they are spread over several processes whose budgets for that host add up to
+    ``concurrency_per_host``, so no host sees more requests in flight than with one process.
+    """
+    count = min(processes, len(sources) // MIN_SOURCES_PER_PROCESS)
+    if count <= 1:
+        return [Shard(list(sources))]
+    by_host: dict[str, list[SourceSpec]] = {}
+    for spec in sources:
+        by_host.setdefault(url_host(spec.url), []).append(spec)
+    shards = [Shard() for _ in range(count)]
+    fair = -(-len(sources) // count)
+    for host, specs in sorted(by_host.items(), key=lambda kv: -len(kv[1])):
+        parts = min(count, concurrency_per_host, -(-len(specs) // fair))
+        chosen = sorted(shards, key=lambda shard: len(shard.sources))[:max(1, parts)]
+        if parts <= 1:
+            chosen[0].sources.extend(specs)
+            continue
+        for n, spec in enumerate(specs):
+            chosen[n % parts].sources.append(spec)
+        for n, shard in enumerate(chosen):
+            shard.host_concurrency[host] = concurrency_per_host // parts + (
+                1 if n < concurrency_per_host % parts else 0)
+    order = {spec.id: n for n, spec in enumerate(sources)}
+    for shard in shards:
+        shard.sources.sort(key=lambda spec: order[spec.id])
+    return [shard for shard in shards if shard.sources]
+
+
+@dataclass
+class _Run:
+    shard: Shard
+    process: subprocess.Popen[str]
+    returncode: int | None = None
+    progress: tuple[int, int] = (0, 0)
 
 
 def _spawn() -> subprocess.Popen[str]:
@@ -115,47 +192,56 @@ def _spawn() -> subprocess.Popen[str]:
         text=True, encoding="utf-8", env=env, start_new_session=True)
 
 
-def _stream(process: subprocess.Popen[str], job_json: str) -> queue.Queue[str | None]:
-    """Send the job, then read stdout lines on a thread (None marks the end)."""
-    lines: queue.Queue[str | None] = queue.Queue()
+def _stream(process: subprocess.Popen[str], job_json: str, index: int,
+            lines: queue.Queue[tuple[int, str | None]]) -> None:
+    """Send the job, then read stdout lines on a thread into ``lines`` as (index, line); (index,
+    None) marks the end."""
     assert process.stdin is not None and process.stdout is not None
     stdout: IO[str] = process.stdout
 
     def read() -> None:
         for line in stdout:
-            lines.put(line)
-        lines.put(None)
+            lines.put((index, line))
+        lines.put((index, None))
 
-    threading.Thread(target=read, daemon=True, name="crawl-events").start()
+    threading.Thread(target=read, daemon=True, name=f"crawl-events-{index}").start()
     try:
         process.stdin.write(job_json)
         process.stdin.close()
     except BrokenPipeError:
         pass
-    return lines
 
 
-def _collect(process: subprocess.Popen[str], lines: queue.Queue[str | None], deadline: float,
+def _collect(runs: list[_Run], lines: queue.Queue[tuple[int, str | None]], deadline: float,
              report: CrawlReport, on_event: Callable[[dict[str, Any]], None] | None) -> bool:
-    """Read events until the stream ends; True when the process had to be killed."""
-    while True:
+    """Read events until every stream ends; True when the processes had to be killed. Progress
+    events of several processes are summed into one."""
+    open_streams = len(runs)
+    while open_streams:
         left = deadline - time.monotonic()
         if left <= 0:
-            _kill(process)
+            for run in runs:
+                _kill(run.process)
             return True
         try:
-            line = lines.get(timeout=min(left, 1.0))
+            index, line = lines.get(timeout=min(left, 1.0))
         except queue.Empty:
             continue
         if line is None:
-            return False
+            open_streams -= 1
+            continue
         event = parse_event(line)
         if event is None:
             continue
         if event.get("kind") == "source":
             report.sources.append(SourceEvent.model_validate(event))
+        elif event.get("kind") == "progress" and len(runs) > 1:
+            runs[index].progress = (int(event.get("done", 0)), int(event.get("total", 0)))
+            event = {"kind": "progress", "done": sum(r.progress[0] for r in runs),
+                     "total": sum(r.progress[1] for r in runs)}
         if on_event is not None:
             on_event(event)
+    return False
 
 
 def _kill(process: subprocess.Popen[str]) -> None:
@@ -174,22 +260,22 @@ def _kill(process: subprocess.Popen[str]) -> None:
 
 
 def _record_missing(config: AppConfig, sources: Sequence[SourceSpec], report: CrawlReport,
-                    worker_id: str | None) -> None:
-    """Sources the round did not report on get an error recorded (timeout when killed)."""
+                    worker_id: str | None, returncode: int | None) -> None:
+    """Sources a crawl process did not report on get an error recorded (timeout when killed)."""
     seen = {e.source_id for e in report.sources}
     missing = [s for s in sources if s.id not in seen]
     if not missing:
         return
-    timed_out = report.timed_out or report.returncode == 124
-    if not timed_out and report.returncode in (0, -signal.SIGTERM):
+    timed_out = report.timed_out or returncode == 124
+    if not timed_out and returncode in (0, -signal.SIGTERM):
         # Stopped on purpose (SIGTERM: the daemon or systemd stopping): not the sources' fault.
         # They keep their lease until the caller releases it, and stay due.
-        logger.warning("crawl round ended (status {}) before polling {}", report.returncode,
+        logger.warning("crawl round ended (status {}) before polling {}", returncode,
                        ", ".join(s.id for s in missing))
         return
     error_class = "timeout" if timed_out else "crash"
     message = ("the crawl round was stopped at its deadline" if timed_out
-               else f"the crawl process exited with status {report.returncode}")
+               else f"the crawl process exited with status {returncode}")
     try:
         _record_errors(config, missing, error_class, message, worker_id)
     except Exception:  # the job boundary: the report still tells the caller

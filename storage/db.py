@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,10 +29,41 @@ def _sqlite_pragmas(cache_mib: int) -> Any:
     return apply
 
 
-def make_engine(url: str, *, sqlite_cache_mib: int = 2, **kwargs: Any) -> Engine:
+def _begin_immediate(engine: Engine) -> None:
+    """Every transaction of ``engine`` starts with BEGIN IMMEDIATE (SQLAlchemy's pysqlite recipe:
+    the driver's own deferred BEGIN, emitted only before the first write, is turned off)."""
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# pg_advisory_xact_lock key of the crawl's write transactions ("nwsm" as an integer).
+WRITE_LOCK_KEY = 0x6E77736D
+
+
+def lock_writes(session: Session) -> None:
+    """Make this transaction the only writer of items and stories until it ends, so the lookups
+    it makes (is this item stored? which story has copies of it?) stay true until it commits:
+    two crawl processes or workers storing copies of one story at once must not each start one.
+    PostgreSQL: a transaction-level advisory lock. SQLite: the crawl's engine begins every
+    transaction IMMEDIATE (``make_engine(..., sqlite_immediate=True)``), so nothing is needed."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+
+
+def make_engine(url: str, *, sqlite_cache_mib: int = 2, sqlite_immediate: bool = False,
+                **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout, its directory and a
     page cache of ``sqlite_cache_mib`` per connection (SQLite's default 2 MiB keeps a long-running
-    daemon small; a crawl round, which writes story bands and indexes, asks for more)."""
+    daemon small; a crawl round, which writes story bands and indexes, asks for more).
+
+    :param sqlite_immediate: SQLite transactions take the write lock when they begin, before
+        their first read (crawl processes: see ``lock_writes``).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -46,6 +77,8 @@ def make_engine(url: str, *, sqlite_cache_mib: int = 2, **kwargs: Any) -> Engine
                 raise DatabaseError(f"cannot create the directory of {database}: {exc.strerror}") from None
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas(sqlite_cache_mib))
+        if sqlite_immediate:
+            _begin_immediate(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)

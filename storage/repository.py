@@ -67,6 +67,16 @@ class ItemWrite:
     raw_url: str | None = None
     raw_status: int | None = None
     raw_headers: dict[str, str] = field(default_factory=dict)
+    # Derived values computed ahead, outside the write transaction (``storage.writes.prepare``).
+    prepared: Prepared | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What storing an item derives from its text alone: search terms and story signature."""
+
+    terms: str
+    signed: Signed | None
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,8 @@ def save_item(
     item.matches = [Match(**vars(m)) for m in write.matches]
     session.add(_version_row(item, write))
     session.flush()
-    index_item(session, item, fresh=status == "new")
+    index_item(session, item, fresh=status == "new",
+               terms=write.prepared.terms if write.prepared is not None else None)
     _assign_story(session, item, write, stories, now, fresh=status == "new")
     events = _enqueue_alerts(session, item, channels, now)
     return SaveResult(item.id, status, item.version, item.story_id,
@@ -189,9 +200,10 @@ def version_values(write: ItemWrite) -> dict[str, object]:
     }
 
 
-def index_item(session: Session, item: Item, *, fresh: bool = False) -> None:
-    """(Re)index the item's current title and text for full-text search."""
-    terms = search_terms(item.title, item.text)
+def index_item(session: Session, item: Item, *, fresh: bool = False, terms: str | None = None) -> None:
+    """(Re)index the item's current title and text for full-text search (``terms``: their search
+    terms, when already known)."""
+    terms = terms if terms is not None else search_terms(item.title, item.text)
     if session.get_bind().dialect.name == "sqlite":
         if not fresh:
             session.execute(text("DELETE FROM items_fts WHERE rowid = :id"), {"id": item.id})
@@ -209,7 +221,7 @@ def _assign_story(session: Session, item: Item, write: ItemWrite, stories: Story
                   now: datetime, *, fresh: bool = False) -> None:
     """Join the item to a story (a new one when none is found); store its signature and bands.
     ``fresh``: the item was just inserted, so it has no signature or bands to replace."""
-    signed = stories.signature(write)
+    signed = write.prepared.signed if write.prepared is not None else stories.signature(write)
     if item.story_id is None and signed is not None:
         item.story_id = stories.find(session, signed[0], signed[1], now, exclude_item=item.id,
                                      source_id=item.source_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, text, tuple_
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -32,6 +32,7 @@ from storage.models import (
 from storage.repository import (
     ChannelRule,
     ItemWrite,
+    Prepared,
     SameAs,
     SaveResult,
     Signed,
@@ -54,6 +55,14 @@ class Stored:
     content_hash: str
     version: int
     story_id: int | None
+
+
+def prepare(writes: Sequence[ItemWrite], stories: StoryFinder) -> None:
+    """Compute the search terms and story signatures of ``writes`` now (``ItemWrite.prepared``),
+    so that storing them does only database work: crawl processes prepare outside the write
+    transaction, which other processes may be waiting for."""
+    for write, signed in zip(writes, stories.signatures(list(writes)), strict=True):
+        write.prepared = Prepared(search_terms(write.title, write.text), signed)
 
 
 def save_items(
@@ -119,7 +128,7 @@ class _Batch:
         indexes, self.pending = self.pending, []
         writes = [self.writes[i] for i in indexes]
         nows = [self.now or w.fetched_at for w in writes]
-        signed = self.stories.signatures(writes)
+        signed = _signatures(self.stories, writes)
         choices = self.stories.find_many(self.session, signed, nows, [w.source_id for w in writes])
         if choices is None:  # the finder cannot look up a batch
             for index in indexes:
@@ -129,13 +138,26 @@ class _Batch:
         story_ids = _create_stories(self.session, choices, nows)
         item_ids = _insert_items(self.session, writes, story_ids, nows)
         _insert_details(self.session, writes, item_ids, signed, nows)
-        alerts = _Alerts(self.session, self.channels)
+        # Stories created by this run have no alert keys stored yet.
+        created = {story for story, choice in zip(story_ids, choices, strict=True) if not isinstance(choice, int)}
+        alerts = _Alerts(self.session, self.channels, created)
         for index, write, item_id, story_id, now in zip(indexes, writes, item_ids, story_ids, nows,
                                                         strict=True):
             events = alerts.enqueue(write, item_id, story_id, now)
             self.results[index] = SaveResult(item_id, "new", 1, story_id,
                                              sorted({m.organisation for m in write.matches}), events)
         alerts.flush()
+
+
+def _signatures(stories: StoryFinder, writes: list[ItemWrite]) -> list[Signed | None]:
+    """The prepared signature of each write, the others computed here (together)."""
+    todo = [w for w in writes if w.prepared is None]
+    computed = iter(stories.signatures(todo) if todo else ())
+    return [w.prepared.signed if w.prepared is not None else next(computed) for w in writes]
+
+
+def _terms(write: ItemWrite) -> str:
+    return write.prepared.terms if write.prepared is not None else search_terms(write.title, write.text)
 
 
 def _identity(write: ItemWrite) -> set[tuple[str, str, str]]:
@@ -146,24 +168,29 @@ def _identity(write: ItemWrite) -> set[tuple[str, str, str]]:
 
 
 def _lookup(session: Session, writes: list[ItemWrite]) -> list[Stored | None]:
-    """The stored item of each write: by canonical URL, else by GUID, in its source."""
+    """The stored item of each write: by canonical URL, else by GUID, in its source.
+
+    One indexed search per source and key kind (``source_id = ? AND url_key IN (…)``): SQLite
+    answers row values (``(source_id, url_key) IN (…)``) or an OR of the two kinds by scanning."""
     by_url: dict[tuple[str, str], Stored] = {}
     by_guid: dict[tuple[str, str], Stored] = {}
     pairs = [(w.source_id, key_of(w.canonical_url), key_of(w.guid) if w.guid else None) for w in writes]
-    for start in range(0, len(pairs), LOOKUP_CHUNK):
-        chunk = pairs[start:start + LOOKUP_CHUNK]
-        urls = [(s, u) for s, u, _ in chunk]
-        guids = [(s, g) for s, _, g in chunk if g is not None]
-        condition = tuple_(Item.source_id, Item.url_key).in_(urls)
-        if guids:
-            condition = or_(condition, tuple_(Item.source_id, Item.guid_key).in_(guids))
-        query = select(Item.id, Item.source_id, Item.url_key, Item.guid_key, Item.content_hash,
-                       Item.version, Item.story_id).where(condition)
-        for row in session.execute(query):
-            stored = Stored(row.id, row.content_hash, row.version, row.story_id)
-            by_url[(row.source_id, row.url_key)] = stored
-            if row.guid_key is not None:
-                by_guid[(row.source_id, row.guid_key)] = stored
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for source, url, guid in pairs:
+        wanted.setdefault((source, "url"), []).append(url)
+        if guid is not None:
+            wanted.setdefault((source, "guid"), []).append(guid)
+    columns = (Item.id, Item.source_id, Item.url_key, Item.guid_key, Item.content_hash, Item.version,
+               Item.story_id)
+    for (source, kind), keys in wanted.items():
+        column = Item.url_key if kind == "url" else Item.guid_key
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            query = select(*columns).where(Item.source_id == source, column.in_(keys[start:start + LOOKUP_CHUNK]))
+            for row in session.execute(query):
+                stored = Stored(row.id, row.content_hash, row.version, row.story_id)
+                by_url[(row.source_id, row.url_key)] = stored
+                if row.guid_key is not None:
+                    by_guid[(row.source_id, row.guid_key)] = stored
     return [by_url.get((s, u)) or (by_guid.get((s, g)) if g is not None else None)
             for s, u, g in pairs]
 
@@ -221,7 +248,7 @@ def _insert_details(session: Session, writes: list[ItemWrite], item_ids: list[in
              [{"item_id": i, "version": 1, **version_values(w)} for w, i in zip(writes, item_ids, strict=True)])
     _execute(session, insert(Match.__table__),
              [{"item_id": i, **vars(m)} for w, i in zip(writes, item_ids, strict=True) for m in w.matches])
-    _index_new(session, [(i, search_terms(w.title, w.text)) for w, i in zip(writes, item_ids, strict=True)])
+    _index_new(session, [(i, _terms(w)) for w, i in zip(writes, item_ids, strict=True)])
     pairs = [(i, s, now) for i, s, now in zip(item_ids, signed, nows, strict=True) if s is not None]
     _execute(session, insert(ItemSignature.__table__),
              [{"item_id": i, "signature": s[0]} for i, s, _ in pairs])
@@ -248,12 +275,12 @@ def _index_new(session: Session, rows: list[tuple[int, str]]) -> None:
 class _Alerts:
     """Alert keys and outbox events of new items (``repository._enqueue_alerts`` for a run)."""
 
-    def __init__(self, session: Session, channels: Sequence[ChannelRule]) -> None:
+    def __init__(self, session: Session, channels: Sequence[ChannelRule], new_stories: set[int]) -> None:
         self.session, self.channels = session, channels
         self.done: set[tuple[str, int, str]] | None = None
         self.keys: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
-        self.story_ids: set[int] = set()
+        self.story_ids: set[int] = set(new_stories)  # stories whose stored keys are known (none)
 
     def enqueue(self, write: ItemWrite, item_id: int, story_id: int, now: datetime) -> list[str]:
         organisations = sorted({m.organisation for m in write.matches})
@@ -278,7 +305,8 @@ class _Alerts:
         if story_id not in self.story_ids:
             self.story_ids.add(story_id)
             rows = self.session.execute(select(AlertKey.channel, AlertKey.story_id, AlertKey.organisation)
-                                        .where(AlertKey.story_id == story_id))
+                                        .where(AlertKey.channel.in_([c.id for c in self.channels]),
+                                               AlertKey.story_id == story_id))  # uq_alert_keys' prefix
             self.done.update((channel, story, org) for channel, story, org in rows)
         return self.done
 

@@ -26,7 +26,7 @@ from storage.repository import (
     save_item,
     sync_sources,
 )
-from storage.writes import save_items
+from storage.writes import prepare, save_items
 from tests.plugins.db import _drop_pg_database, _new_pg_database
 from tests.test_stories import AZERTAC, MFA_AZ, MID_AZ, MID_KZ, TREND
 
@@ -95,8 +95,11 @@ def one_by_one(factory: sessionmaker[Session], batches: Batches, finder: StoryFi
 
 
 def batched(factory: sessionmaker[Session], batches: Batches, finder: StoryFinder) -> list[SaveResult]:
+    """``save_items`` per batch; every other batch prepared ahead, as crawl processes do."""
     results = []
-    for batch in batches:
+    for n, batch in enumerate(batches):
+        if n % 2:
+            prepare(batch, finder)
         with factory.begin() as session:
             results += save_items(session, batch, CHANNELS, stories=finder)
     return results
