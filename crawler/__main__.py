@@ -108,4 +108,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is committed and flushed: skip the interpreter's teardown (freeing every module
+    # and object of Scrapy, Twisted and SQLAlchemy costs ~0.3 s per round).
+    os._exit(status)

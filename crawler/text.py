@@ -32,7 +32,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _INVISIBLE = re.compile("[\u00ad\u200b\u2060\ufeff]")
 _UNWANTED = re.compile(f"{_CONTROL.pattern}|{_INVISIBLE.pattern}")
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>", re.IGNORECASE)
-_SPACES = re.compile(r"[^\S\n]+")
+# Whitespace other than a single space or a line break (what collapses to one space).
+_SPACES = re.compile(r"[^\S\n]{2,}|[^\S\n ]")
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: NBSP is text
 _BLANK_LINES = re.compile(r"\n{3,}")
 _TAG_LIKE = re.compile(r"<[A-Za-z!/?]")
