@@ -54,7 +54,7 @@ def words(title: str, text: str) -> list[str]:
 def shingles(tokens: list[str], size: int = SHINGLE) -> set[bytes]:
     """The distinct ``size``-word shingles of ``tokens``, UTF-8 encoded."""
     if size == 3:
-        return {f"{a} {b} {c}".encode() for a, b, c in zip(tokens, tokens[1:], tokens[2:])}
+        return {f"{a} {b} {c}".encode() for a, b, c in zip(tokens, tokens[1:], tokens[2:], strict=False)}
     return {" ".join(tokens[i:i + size]).encode("utf-8") for i in range(len(tokens) - size + 1)}
 
 
