@@ -135,6 +135,13 @@ if os.environ.get("NEWSMON_BENCH_PROFILE"):
         _profiler.dump_stats(os.path.join(os.environ["NEWSMON_BENCH_PROFILE"], f"crawl-{os.getpid()}.prof"))
 
     atexit.register(_dump)
+    _exit = os._exit
+
+    def _dump_and_exit(status: int) -> None:  # the crawl process ends with os._exit (no atexit)
+        _dump()
+        _exit(status)
+
+    os._exit = _dump_and_exit
 """
 
 

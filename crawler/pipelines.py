@@ -129,7 +129,7 @@ class MatchPipeline(_RoundPipeline):
         for item in batch.items:
             record = item.record
             item.matches = find_matches(self.ctx.matcher, record.title, record.text)
-            item.content_hash = content_hash(record.title, record.text)
+            item.content_hash = content_hash(record.title, record.text, cleaned=True)  # normalised above
         return batch
 
 

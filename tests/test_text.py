@@ -44,3 +44,11 @@ def test_content_hash_ignores_whitespace_and_case() -> None:
     assert first.startswith("sha256:") and len(first) == 7 + 64
     assert first == content_hash(" свмда встреча ", "<not html> TEXT here")
     assert first != content_hash("СВМДА встреча", "other text")
+
+
+@pytest.mark.parametrize("title, text", [
+    ("СВМДА  встреча\u00ad", " <not html>\u200b text\r\n\r\n\r\n here\t"),
+    ("Caf\u0065\u0301 ﬁnal", "Ёлка\x07 \u00a0 x"),
+])
+def test_the_hash_of_cleaned_text_is_the_hash_of_the_raw_text(title: str, text: str) -> None:
+    assert content_hash(clean_text(title), clean_text(text), cleaned=True) == content_hash(title, text)
