@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 MAX_TITLE = 1000
 MAX_TEXT = 200_000
-GROUP_ITEMS = 2000  # items stored per transaction at most
-GROUP_DELAY = 0.25  # seconds a response's items may wait for others to share their commit
+GROUP_ITEMS = 5000  # items stored per transaction at most
+GROUP_DELAY = 0.5  # seconds a response's items may wait for others to share their commit
 # Dates more than a day ahead are clock or parsing errors: they would sort first for ever.
 FUTURE_SLACK = timedelta(days=1)
 
