@@ -183,12 +183,18 @@ class StoragePipeline(_RoundPipeline):
             self.group_timer = None
         if not group:
             return
+        polls: list[SourcePoll] = []
         try:
             with self.ctx.sessions.begin() as session:
                 lock_writes(session)
                 results = [self._save_batch(session, writes) for _, writes, _ in group]
+                polls = self.ctx.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
+            if polls:
+                self.ctx.ledger.requeue(polls)
+        else:
+            self.ctx.ledger.recorded(polls)
         for index, (batch, writes, stored) in enumerate(group):
             try:
                 outcome = (self.store(batch, writes) if results is None

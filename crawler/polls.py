@@ -210,6 +210,23 @@ class RoundLedger:
         elif len(self.finished) == 1:
             self.schedule(RECORD_DELAY, self.flush)
 
+    def record_into(self, session: Session) -> list[SourcePoll]:
+        """Record the queued polls in the caller's transaction (the item writes' commit, one
+        fsync for both); then ``recorded`` after it commits, or ``requeue`` if it fails."""
+        polls, self.finished = self.finished, []
+        for poll in polls:
+            record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
+        return polls
+
+    def recorded(self, polls: list[SourcePoll]) -> None:
+        for poll in polls:
+            self.emit(poll.event())
+
+    def requeue(self, polls: list[SourcePoll]) -> None:
+        """Polls whose recording was rolled back: record them on their own, now."""
+        self.finished[:0] = polls
+        self.flush()
+
     def flush(self) -> None:
         """Record every queued poll in one transaction, then emit their events."""
         polls, self.finished = self.finished, []

@@ -26,7 +26,8 @@ from crawler.pipelines import (
 from crawler.polls import RoundContext, RoundLedger
 from crawler.sources import SourceSpec
 from storage.db import make_engine, make_session_factory
-from storage.models import AlertEvent, Item
+from storage.models import AlertEvent, FetchLog, Item
+from storage.repository import SourceRow, sync_sources
 
 NOW = datetime.now(UTC)
 
@@ -175,3 +176,33 @@ def test_responses_arriving_together_share_one_commit_and_a_bad_one_fails_alone(
     with context.sessions() as session:
         assert sorted(session.scalars(select(Item.title)).all()) == ["a1", "a2", "b1", "b2", "c1", "c2", "d1", "d2"]
     assert context.poll("src").new == 8
+
+
+def test_finished_polls_are_recorded_in_the_next_item_commit(db_url: str) -> None:
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    specs = [SourceSpec(id=s, url=f"http://news.example.org/{s}.rss") for s in ("src", "done")]
+    with sessions.begin() as session:
+        sync_sources(session, [SourceRow(s.id, "feed", s.url) for s in specs], NOW)
+    job = CrawlJob(database_url=db_url, sources=tuple(specs), organisations=tuple(builtin_organisations()))
+    emitted: list[Any] = []
+    ledger = RoundLedger(sessions, job.crawl, emit=emitted.append, schedule=lambda seconds, fn: None)
+    ledger.open(specs)
+    context = RoundContext(job=job, sessions=sessions, ledger=ledger)
+    ledger.finish(context.poll("done"))  # queued: its timer never fires in this test
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    storage = StoragePipeline(context)
+    storage.open_spider()
+    batch = ItemBatch("src", [CrawledItem(record=record("http://news.example.org/1", "one"))])
+    batch = MatchPipeline(context).process_item(NormalizePipeline(context).process_item(batch))
+
+    async def crawl() -> Any:
+        return await storage.process_item(batch)
+
+    asyncio.run(crawl())
+    assert len(commits) == 1  # the item and the finished poll: one commit
+    with sessions() as session:
+        assert session.scalars(select(FetchLog.source_id)).all() == ["done"]
+    assert [e.source_id for e in emitted] == ["done"]
+    engine.dispose()
