@@ -173,6 +173,11 @@ def print_profile(directory: Path, keep: Path | None, top: int = 45) -> None:
         stats.sort_stats("tottime").print_stats(25)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None,
           processes: int = 0) -> tuple[float, float, int, int]:
     from scheduler.config import build_config
@@ -194,8 +199,10 @@ def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None,
         profile_dir.mkdir()
         enable_profiling(profile_dir)
     started = time.perf_counter()
+    cpu_before = _children_cpu()
     first = run_crawl_round(config, None, timeout=600)
     first_s = time.perf_counter() - started
+    print(f"round 1 CPU of the crawl processes (user + sys): {_children_cpu() - cpu_before:.2f} s")
     if profile:
         disable_profiling()
         print_profile(profile_dir, keep)
