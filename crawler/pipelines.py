@@ -23,6 +23,7 @@ from crawler.items import ItemRecord
 from crawler.stories import MinHashStoryFinder
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
+from crawler.writeturn import WriteTurn
 from storage.db import lock_writes
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, save_item
 from storage.writes import prepare, save_items
@@ -37,6 +38,8 @@ MAX_TITLE = 1000
 MAX_TEXT = 200_000
 GROUP_ITEMS = 5000  # items stored per transaction at most
 GROUP_DELAY = 0.5  # seconds a response's items may wait for others to share their commit
+TURN_RETRY = 0.02  # seconds between asking for the turn to write (crawler.writeturn)
+TURN_TRIES = 50  # then wait for it
 # Dates more than a day ahead are clock or parsing errors: they would sort first for ever.
 FUTURE_SLACK = timedelta(days=1)
 
@@ -158,6 +161,8 @@ class StoragePipeline(_RoundPipeline):
         self.group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
+        self.turn = WriteTurn(self.ctx.job.database_url)
+        self.turn_tries = 0
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
         writes = [item_write(item) for item in batch.items]
@@ -167,22 +172,36 @@ class StoragePipeline(_RoundPipeline):
         self.group.append((batch, writes, stored))
         self.group_items += len(writes)
         if self.group_items >= GROUP_ITEMS:
-            self.flush()
+            self.flush(wait=True)
         elif self.group_timer is None:
             self.group_timer = loop.call_later(GROUP_DELAY, self.flush)
         return await stored
 
     def close_spider(self) -> None:
-        self.flush()
+        self.flush(wait=True)
+        self.turn.close()
 
-    def flush(self) -> None:
-        """Store the waiting batches in one transaction and settle their futures."""
-        group, self.group, self.group_items = self.group, [], 0
+    def flush(self, wait: bool = False) -> None:
+        """Store the waiting batches in one transaction and settle their futures. Unless told
+        to ``wait``, a process whose turn to write it is not goes on crawling and tries again
+        TURN_RETRY later (at most TURN_TRIES times, then it waits)."""
         if self.group_timer is not None:
             self.group_timer.cancel()
             self.group_timer = None
-        if not group:
+        if not self.group:
             return
+        if not wait and self.turn_tries < TURN_TRIES and not self.turn.try_take():
+            self.turn_tries += 1
+            self.group_timer = asyncio.get_running_loop().call_later(TURN_RETRY, self.flush)
+            return
+        self.turn_tries = 0
+        group, self.group, self.group_items = self.group, [], 0
+        try:
+            self._flush(group)
+        finally:
+            self.turn.give_back()
+
+    def _flush(self, group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]]) -> None:
         polls: list[SourcePoll] = []
         try:
             with self.ctx.sessions.begin() as session:

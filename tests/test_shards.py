@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from crawler.addresses import url_host
 from crawler.sources import SourceSpec
+from crawler.writeturn import WriteTurn
 from scheduler.config import build_config
 from scheduler.runner import MIN_SOURCES_PER_PROCESS, crawl_processes, plan_shards, run_crawl_round
 from storage.db import make_engine, make_session_factory
@@ -129,3 +130,16 @@ def test_a_round_over_two_processes_stores_copies_as_one_story(site: Site, db_ur
     assert len(set(own)) == count
     assert events == 1  # one alert for the story, though every outlet reprinted it
     engine.dispose()
+
+
+def test_crawl_processes_take_turns_to_write_without_waiting(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    first, second = WriteTurn(url), WriteTurn(url)
+    assert first.try_take()
+    assert not second.try_take()  # answers at once: the process goes on crawling
+    first.give_back()
+    assert second.try_take() and not first.try_take()
+    second.close()
+    assert first.try_take()
+    first.close()
+    assert WriteTurn("postgresql+psycopg://u@db.example/newsmon").try_take()  # the database waits
