@@ -71,8 +71,12 @@ def entry_fragment(body: bytes, entry: Entry) -> bytes:
 
 
 def _last_open(body: bytes, before: int) -> int | None:
-    window_start = max(0, before - MAX_FRAGMENT)
-    last = None
-    for m in _ENTRY_OPEN.finditer(body, window_start, before):
-        last = m.start()
-    return last
+    """Start of the last entry tag before ``before`` (within MAX_FRAGMENT). A nearby window is
+    tried first: a tag cannot contain "<", so its last match is the whole window's."""
+    for size in (4096, MAX_FRAGMENT):
+        last = None
+        for m in _ENTRY_OPEN.finditer(body, max(0, before - size), before):
+            last = m.start()
+        if last is not None or size >= before:
+            return last
+    return None
