@@ -161,6 +161,9 @@ def memory(args: argparse.Namespace) -> None:
     base, end = after[0][1], after[-1][1]
     peak = max(s[1] for s in samples)
     child_peak = max(s[2] for s in samples)
+    if args.csv:
+        Path(args.csv).write_text("seconds,daemon_kib,children_kib\n" + "".join(
+            f"{t:.1f},{d},{c}\n" for t, d, c in samples), encoding="utf-8")
     print(f"memory: {feeds} feeds, interval {interval:g}s, {minutes:g} min, batch {args.batch}: "
           f"{polls} polls ({polls / (minutes * 60):.1f}/s); daemon RSS at {warmup / 60:.1f} min "
           f"{base / 1024:.1f} MiB, at end {end / 1024:.1f} MiB (growth {100 * (end - base) / base:+.1f} %), "
@@ -180,6 +183,7 @@ def main() -> None:
     mem.add_argument("--interval", type=float, default=60.0)
     mem.add_argument("--minutes", type=float, default=30.0)
     mem.add_argument("--batch", type=int, default=200)
+    mem.add_argument("--csv", metavar="PATH", help="write every RSS sample (every 5 s) to this file")
     args = parser.parse_args()
     latency(args) if args.mode == "latency" else memory(args)
 
