@@ -14,6 +14,7 @@ from loguru import logger
 from sqlalchemy import select
 
 from crawler.policy import next_poll_at
+from storage.db import in_list
 from storage.leases import (
     claim_due_sources,
     heartbeat,
@@ -179,7 +180,7 @@ def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime, failure: 
     now = rt.clock()
     crawl = rt.config.crawl
     with rt.sessions() as session:
-        for source in session.scalars(select(Source).where(Source.id.in_(list(ids)))):
+        for source in session.scalars(select(Source).where(Source.id.in_(in_list(ids)))):
             if source.lease_owner == rt.worker_id and rt.stopping.is_set():
                 continue  # the daemon stopped the round: no fault of the source, it stays due
             if source.lease_owner == rt.worker_id:
@@ -195,7 +196,7 @@ def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime, failure: 
                 source.next_poll_at = next_poll_at(now, interval=source.interval_seconds,
                                                    jitter=crawl.jitter)
         session.commit()
-        release_sources(session, rt.worker_id, list(ids))
+        release_sources(session, rt.worker_id, in_list(ids))
 
 
 # --- alerts ---------------------------------------------------------------------------------------

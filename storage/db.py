@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -13,6 +14,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+T = TypeVar("T")
+
+
+def in_list(values: Iterable[T]) -> list[T]:
+    """``values`` for an ``IN (…)`` whose length varies (a round's sources): padded to the next
+    power of two by repeating the last value, which matches the same rows. An expanding ``IN``
+    renders one placeholder per value, and every SQL text is a prepared statement of its own in
+    each pooled connection's statement cache (pysqlite keeps 128; 20–60 KiB each with 50–250
+    values): one text per list length made the daemon's RSS creep for hours. Padded, a list of up
+    to 256 values has nine texts."""
+    items = list(values)
+    if items:
+        items += [items[-1]] * ((1 << (len(items) - 1).bit_length()) - len(items))
+    return items
 
 
 def _sqlite_pragmas(cache_mib: int) -> Any:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import distinct, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.db import in_list
 from storage.models import AlertEvent
 
 # A failed attempt is retried after BASE * 2**(attempts-1) seconds (with jitter), at most the cap.
@@ -155,7 +156,7 @@ def release_events(session: Session, worker_id: str, ids: Sequence[int] | None =
     if ids is not None:
         if not ids:
             return 0
-        stmt = stmt.where(AlertEvent.id.in_(list(ids)))
+        stmt = stmt.where(AlertEvent.id.in_(in_list(ids)))
     result = session.execute(stmt.values(lease_owner=None, lease_expires_at=None)
                              .execution_options(synchronize_session=False))
     session.commit()

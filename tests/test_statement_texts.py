@@ -1,0 +1,70 @@
+"""The daemon's statements keep a handful of SQL texts whatever a round's size: every distinct
+text is a prepared statement in each pooled connection's cache, and one text per ``IN`` list
+length made the daemon's memory creep (bench/README.md, "Daemon")."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import AppConfig
+from scheduler.daemon import source_rows
+from scheduler.jobs import Runtime, settle_sources
+from storage.db import in_list, make_engine, make_session_factory
+from storage.models import AlertEvent, Source
+from storage.outbox import claim_events, release_events
+from storage.repository import sync_sources
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_in_list_pads_to_a_power_of_two_with_the_last_value() -> None:
+    assert in_list([]) == []
+    assert in_list(["a"]) == ["a"]
+    assert in_list(["a", "b", "c"]) == ["a", "b", "c", "c"]
+    assert in_list(iter(range(5))) == [0, 1, 2, 3, 4, 4, 4, 4]
+    assert in_list(range(8)) == list(range(8))
+    assert {len(in_list(range(n))) for n in range(1, 257)} == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+
+
+def test_settling_rounds_of_every_size_uses_few_statement_texts(sqlite_url: str) -> None:
+    ids = [f"s{i:02d}" for i in range(40)]
+    config = AppConfig.model_validate({
+        "storage": {"url": sqlite_url},
+        "sources": [{"id": s, "url": f"http://127.0.0.1:9/{s}", "interval": "60s"} for s in ids],
+        "organisations": [{"id": "CICA", "aliases": ["CICA"]}]})
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        sync_sources(session, source_rows(config), NOW)
+        session.commit()
+    rt = Runtime(config=config, sessions=sessions, worker_id="w1", channels={},
+                 run_round=lambda ids, sink: None, clock=lambda: NOW)
+    texts: set[str] = set()
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: texts.add(statement) if " IN (" in statement else None)
+    for n in range(1, len(ids) + 1):
+        settle_sources(rt, ids[:n], NOW, None)
+    # two statements (read the round's sources, release them) × lengths 1, 2, 4, … 64
+    assert len(texts) <= 2 * 7, len(texts)
+    with sessions() as session:
+        assert all(s.next_poll_at is not None and s.lease_owner is None
+                   for s in session.scalars(select(Source)))
+    engine.dispose()
+
+
+def test_releasing_a_padded_list_counts_each_event_once(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        for _ in range(3):
+            event_id = str(uuid.uuid4())
+            session.add(AlertEvent(event_id=event_id, channel="hook", organisations='["CICA"]',
+                                   payload=json.dumps({"event_id": event_id}), created_at=NOW,
+                                   next_attempt_at=NOW))
+        session.commit()
+        claimed = claim_events(session, "w1", NOW, channels=["hook"])
+        assert release_events(session, "w1", [e.id for e in claimed]) == 3
+        assert len(claim_events(session, "w2", NOW, channels=["hook"])) == 3
