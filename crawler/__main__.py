@@ -68,6 +68,7 @@ def run_round(job: CrawlJob, out: TextIO) -> None:
     from crawler.polls import RoundContext, RoundLedger, emit_line
     from crawler.settings import round_settings
     from crawler.spiders.round import RoundSpider
+    from crawler.writeturn import WriteTurn
     from storage.db import make_engine, make_session_factory
 
     # Several crawl processes may share the database: each write transaction locks first.
@@ -83,7 +84,7 @@ def run_round(job: CrawlJob, out: TextIO) -> None:
         return reactor.callLater(seconds, fn)  # type: ignore[attr-defined]
 
     ledger = RoundLedger(sessions, job.crawl, worker_id=job.worker_id, progress=job.progress,
-                         emit=emit, schedule=later)
+                         emit=emit, schedule=later, turn=WriteTurn(job.database_url))
     context = RoundContext(job=job, sessions=sessions, ledger=ledger)
     process = AsyncCrawlerProcess(round_settings(job))
     process.crawl(RoundSpider, context=context)

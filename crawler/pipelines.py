@@ -23,7 +23,6 @@ from crawler.items import ItemRecord
 from crawler.stories import MinHashStoryFinder
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
-from crawler.writeturn import WriteTurn
 from storage.db import lock_writes
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, save_item
 from storage.writes import prepare, save_items
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
 MAX_TITLE = 1000
 MAX_TEXT = 200_000
-GROUP_ITEMS = 5000  # items stored per transaction at most
+GROUP_ITEMS = 1000  # items stored per transaction at most (bounds how long others wait for the turn)
 GROUP_DELAY = 0.5  # seconds a response's items may wait for others to share their commit
 TURN_RETRY = 0.02  # seconds between asking for the turn to write (crawler.writeturn)
 TURN_TRIES = 50  # then wait for it
@@ -161,7 +160,7 @@ class StoragePipeline(_RoundPipeline):
         self.group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
-        self.turn = WriteTurn(self.ctx.job.database_url)
+        self.turn = self.ctx.ledger.turn
         self.turn_tries = 0
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
@@ -179,7 +178,6 @@ class StoragePipeline(_RoundPipeline):
 
     def close_spider(self) -> None:
         self.flush(wait=True)
-        self.turn.close()
 
     def flush(self, wait: bool = False) -> None:
         """Store the waiting batches in one transaction and settle their futures. Unless told
@@ -190,7 +188,9 @@ class StoragePipeline(_RoundPipeline):
             self.group_timer = None
         if not self.group:
             return
-        if not wait and self.turn_tries < TURN_TRIES and not self.turn.try_take():
+        if wait or self.turn_tries >= TURN_TRIES:
+            self.turn.take()
+        elif not self.turn.try_take():
             self.turn_tries += 1
             self.group_timer = asyncio.get_running_loop().call_later(TURN_RETRY, self.flush)
             return

@@ -19,6 +19,7 @@ from crawler.job import ProgressEvent, SourceEvent
 from crawler.outcomes import EMPTY
 from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
+from crawler.writeturn import WriteTurn
 from storage.models import Source
 from storage.repository import PollOutcome, record_poll
 
@@ -156,13 +157,15 @@ class RoundLedger:
                  worker_id: str | None = None, progress: bool = False,
                  emit: Callable[[Any], None] = emit_line,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 schedule: Callable[[float, Callable[[], None]], object] | None = None) -> None:
+                 schedule: Callable[[float, Callable[[], None]], object] | None = None,
+                 turn: WriteTurn | None = None) -> None:
         """:param schedule: ``schedule(seconds, fn)`` runs fn later on the crawl's loop; with it,
             finished polls are recorded in small batches (one commit, i.e. one fsync, for up
             to RECORD_BATCH polls), without it each poll is recorded at once."""
         self.sessions, self.crawl, self.worker_id = sessions, crawl, worker_id
         self.progress, self.emit, self.clock = progress, emit, clock
         self.schedule = schedule
+        self.turn = turn or WriteTurn()  # shared with the storage pipeline (crawler.writeturn)
         self.finished: list[SourcePoll] = []
         self.polls: dict[str, SourcePoll] = {}
         self.done_requests = 0
@@ -233,7 +236,7 @@ class RoundLedger:
         if not polls:
             return
         try:
-            with self.sessions.begin() as session:
+            with self.turn.held(), self.sessions.begin() as session:
                 for poll in polls:
                     record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
         except Exception as exc:  # the job boundary of these sources: log, report, go on
