@@ -210,8 +210,7 @@ class StoragePipeline(_RoundPipeline):
                 polls = self.ctx.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
-            if polls:
-                self.ctx.ledger.requeue(polls)
+            self.ctx.ledger.requeue(polls)
         else:
             self.ctx.ledger.recorded(polls)
         for index, (batch, writes, stored) in enumerate(group):

@@ -217,8 +217,12 @@ class RoundLedger:
         """Record the queued polls in the caller's transaction (the item writes' commit, one
         fsync for both); then ``recorded`` after it commits, or ``requeue`` if it fails."""
         polls, self.finished = self.finished, []
-        for poll in polls:
-            record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
+        try:
+            for poll in polls:
+                record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
+        except Exception:
+            self.finished[:0] = polls
+            raise
         return polls
 
     def recorded(self, polls: list[SourcePoll]) -> None:
@@ -226,7 +230,8 @@ class RoundLedger:
             self.emit(poll.event())
 
     def requeue(self, polls: list[SourcePoll]) -> None:
-        """Polls whose recording was rolled back: record them on their own, now."""
+        """Polls whose recording was rolled back (and any still queued): record them on their
+        own, now."""
         self.finished[:0] = polls
         self.flush()
 

@@ -178,7 +178,9 @@ def test_responses_arriving_together_share_one_commit_and_a_bad_one_fails_alone(
     assert context.poll("src").new == 8
 
 
-def test_finished_polls_are_recorded_in_the_next_item_commit(db_url: str) -> None:
+@pytest.mark.parametrize("failing", [False, True])
+def test_finished_polls_are_recorded_in_the_next_item_commit(db_url: str, failing: bool,
+                                                             monkeypatch: Any) -> None:
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
     specs = [SourceSpec(id=s, url=f"http://news.example.org/{s}.rss") for s in ("src", "done")]
@@ -200,8 +202,15 @@ def test_finished_polls_are_recorded_in_the_next_item_commit(db_url: str) -> Non
     async def crawl() -> Any:
         return await storage.process_item(batch)
 
-    asyncio.run(crawl())
-    assert len(commits) == 1  # the item and the finished poll: one commit
+    if failing:  # the item commit fails: the poll is still recorded, on its own
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise IntegrityError("INSERT", {}, Exception("always"))
+        monkeypatch.setattr(pipelines, "save_item", broken)
+        with pytest.raises(DropItem):
+            asyncio.run(crawl())
+    else:
+        asyncio.run(crawl())
+        assert len(commits) == 1  # the item and the finished poll: one commit
     with sessions() as session:
         assert session.scalars(select(FetchLog.source_id)).all() == ["done"]
     assert [e.source_id for e in emitted] == ["done"]
