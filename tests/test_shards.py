@@ -5,6 +5,7 @@ alert; no host sees more requests in flight than with one process)."""
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -18,7 +19,16 @@ from crawler.addresses import url_host
 from crawler.sources import SourceSpec
 from crawler.writeturn import WriteTurn
 from scheduler.config import build_config
-from scheduler.runner import MIN_SOURCES_PER_PROCESS, crawl_processes, plan_shards, run_crawl_round
+from scheduler.runner import (
+    MIN_SOURCES_PER_PROCESS,
+    CrawlReport,
+    Shard,
+    _collect,
+    _Run,
+    crawl_processes,
+    plan_shards,
+    run_crawl_round,
+)
 from storage.db import make_engine, make_session_factory
 from storage.models import AlertEvent, Item
 from tests.plugins.sites import Handler, Site, rss
@@ -143,3 +153,17 @@ def test_crawl_processes_take_turns_to_write_without_waiting(tmp_path: Any) -> N
     assert first.try_take()
     first.close()
     assert WriteTurn("postgresql+psycopg://u@db.example/newsmon").try_take()  # the database waits
+
+
+def test_events_of_several_processes_merge_into_one_stream() -> None:
+    runs = [_Run(Shard(), process=None), _Run(Shard(), process=None)]  # type: ignore[arg-type]
+    lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+    for item in [(0, '{"kind": "progress", "done": 1, "total": 4}'), (1, "not an event"),
+                 (1, '{"kind": "progress", "done": 2, "total": 6}'), (0, None),
+                 (1, '{"kind": "source", "source_id": "a", "outcome": "ok", "new": 3}'), (1, None)]:
+        lines.put(item)
+    seen: list[dict[str, Any]] = []
+    report = CrawlReport()
+    assert _collect(runs, lines, time.monotonic() + 30, report, seen.append) is False
+    assert [(e["done"], e["total"]) for e in seen if e["kind"] == "progress"] == [(1, 4), (3, 10)]
+    assert [(e.source_id, e.new) for e in report.sources] == [("a", 3)]
