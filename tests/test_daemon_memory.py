@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,9 +17,9 @@ from scheduler.config import AppConfig
 from scheduler.daemon import source_rows
 from scheduler.jobs import Runtime, prune_history, settle_sources
 from storage.db import in_list, make_engine, make_session_factory
-from storage.models import AlertEvent, Source
+from storage.models import AlertEvent, FetchLog, Source
 from storage.outbox import claim_events, release_events
-from storage.repository import sync_sources
+from storage.repository import PollOutcome, record_poll, sync_sources
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -72,16 +72,28 @@ def test_releasing_a_padded_list_counts_each_event_once(session_factory: session
         assert len(claim_events(session, "w2", NOW, channels=["hook"])) == 3
 
 
-def test_the_prune_job_returns_freed_memory(sqlite_url: str, monkeypatch) -> None:
-    config = AppConfig.model_validate({"storage": {"url": sqlite_url}, "sources": [
-        {"id": "a", "url": "http://127.0.0.1:9/a"}], "organisations": [{"id": "CICA", "aliases": ["CICA"]}]})
-    engine = make_engine(sqlite_url)
+def test_the_prune_job_prunes_then_returns_the_memory_it_took(db_url: str, monkeypatch) -> None:
+    config = AppConfig.model_validate({"storage": {"url": db_url}, "sources": [
+        {"id": "a", "url": "http://127.0.0.1:9/a"}], "organisations": [{"id": "CICA", "aliases": ["CICA"]}],
+        "daemon": {"fetch_log_keep": "7d"}})
+    engine = make_engine(db_url)
     rt = Runtime(config=config, sessions=make_session_factory(engine), worker_id="w1", channels={},
                  run_round=lambda ids, sink: None, clock=lambda: NOW)
-    calls: list[bool] = []
-    monkeypatch.setattr(jobs, "release_free_memory", lambda: calls.append(True) or True)
+    with rt.sessions.begin() as session:
+        sync_sources(session, source_rows(config), NOW)
+        session.flush()
+        for age_days in (1, 30):
+            when = NOW - timedelta(days=age_days)
+            record_poll(session, PollOutcome("a", when, when, "ok"))
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_a: statements.append(statement))
+    trims: list[bool] = []
+    monkeypatch.setattr(jobs, "release_free_memory", lambda: trims.append(True) or True)
     prune_history(rt)
-    assert calls == [True]
+    with rt.sessions() as session:
+        assert [r.started_at.day for r in session.scalars(select(FetchLog))] == [(NOW - timedelta(days=1)).day]
+    assert trims == [True]
+    assert ("PRAGMA shrink_memory" in statements) == (engine.dialect.name == "sqlite")
     monkeypatch.undo()
     assert jobs.release_free_memory() in (True, False)  # True on glibc
     engine.dispose()
