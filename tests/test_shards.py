@@ -46,10 +46,10 @@ def test_a_small_round_stays_in_one_process() -> None:
 
 
 def test_hosts_stay_whole_and_processes_balance() -> None:
-    sources = specs({f"h{n}.example": 10 for n in range(20)})
+    sources = specs({f"h{n}.example": 10 for n in range(30)})
     shards = plan_shards(sources, processes=2, concurrency_per_host=2)
     assert len(shards) == 2
-    assert sorted(len(s.sources) for s in shards) == [100, 100]
+    assert sorted(len(s.sources) for s in shards) == [150, 150]
     for shard in shards:
         assert shard.host_concurrency == {}
     hosts = [{url_host(s.url) for s in shard.sources} for shard in shards]
