@@ -21,17 +21,14 @@ from sqlalchemy.engine import make_url
 
 class WriteTurn:
     def __init__(self, database_url: str = "") -> None:
-        self.path: Path | None = None
-        if not database_url:  # no turns kept
-            self.fd, self.depth = None, 0
-            return
-        url = make_url(database_url)
-        database = url.database or ""
-        if url.get_backend_name() == "sqlite" and database and database != ":memory:" \
-                and not database.startswith("file:"):
-            self.path = Path(database).expanduser().with_name(Path(database).name + "-turn")
+        self.path: Path | None = None  # None: no turns kept (no URL, PostgreSQL, in-memory)
         self.fd: int | None = None
         self.depth = 0  # how many nested takes hold the turn
+        url = make_url(database_url) if database_url else None
+        database = (url.database if url is not None else None) or ""
+        if url is not None and url.get_backend_name() == "sqlite" and database \
+                and database != ":memory:" and not database.startswith("file:"):
+            self.path = Path(database).expanduser().with_name(Path(database).name + "-turn")
 
     def try_take(self) -> bool:
         """True when it is our turn now (or turns are not kept); never waits."""
