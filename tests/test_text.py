@@ -39,6 +39,13 @@ def test_clean_text_keeps_paragraphs() -> None:
     assert clean_text(" a  b \r\n\r\n\r\n c\u200b ") == "a b\n\nc"
 
 
+@pytest.mark.parametrize("space", ["\t", "\u00a0", "\u2028", "\u3000", "\u1680", "\u2009", "\u202f", "  "])
+def test_clean_text_makes_every_other_space_one_space(space: str) -> None:
+    # A single odd space character among single spaces: the fast path must not skip it.
+    assert clean_text(f"СВМДА встреча{space}в Астане\nвторая строка") == "СВМДА встреча в Астане\nвторая строка"
+    assert html_to_text(f"<p>СВМДА{space}встреча</p>") == "СВМДА встреча"
+
+
 def test_content_hash_ignores_whitespace_and_case() -> None:
     first = content_hash("СВМДА  встреча", "<not html> text\n\n here")
     assert first.startswith("sha256:") and len(first) == 7 + 64
