@@ -23,6 +23,9 @@ BASE_SETTINGS: dict[str, Any] = {
     "LOG_LEVEL": "WARNING",
     "COOKIES_ENABLED": False,
     "CONCURRENT_REQUESTS": 32,
+    # Outputs of a response processed at once. A response yields one ItemBatch (and perhaps
+    # article requests); Scrapy's default of 100 starts 100 asyncio tasks per response.
+    "CONCURRENT_ITEMS": 8,
     "CONCURRENT_REQUESTS_PER_DOMAIN": 2,
     "DOWNLOAD_DELAY": 0,
     "DOWNLOAD_DELAY_JITTER": 0.5,
