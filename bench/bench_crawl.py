@@ -200,9 +200,11 @@ def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None,
         enable_profiling(profile_dir)
     started = time.perf_counter()
     cpu_before = _children_cpu()
+    self_before = time.process_time()
     first = run_crawl_round(config, None, timeout=600)
     first_s = time.perf_counter() - started
-    print(f"round 1 CPU of the crawl processes (user + sys): {_children_cpu() - cpu_before:.2f} s")
+    print(f"round 1 CPU of the crawl processes (user + sys): {_children_cpu() - cpu_before:.2f} s; "
+          f"this process (server, runner): {time.process_time() - self_before:.2f} s")
     if profile:
         disable_profiling()
         print_profile(profile_dir, keep)
