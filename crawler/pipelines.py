@@ -172,12 +172,27 @@ class StoragePipeline(_RoundPipeline):
         self.group_items += len(writes)
         if self.group_items >= GROUP_ITEMS:
             self.flush(wait=True)
+        elif self._last_to_come():
+            self.flush()  # no response left to share the commit with: waiting would only idle
         elif self.group_timer is None:
             self.group_timer = loop.call_later(GROUP_DELAY, self.flush)
         return await stored
 
     def close_spider(self) -> None:
         self.flush(wait=True)
+
+    def _last_to_come(self) -> bool:
+        """True when no other response can reach the pipeline: nothing downloading, scheduled,
+        waiting for its callback or still to be started (the engine's own idle test, less the
+        items waiting here). Reads Scrapy's engine internals, so anything unexpected is False."""
+        engine = getattr(self.crawler, "engine", None)
+        slot, scraper = getattr(engine, "_slot", None), getattr(engine, "scraper", None)
+        try:
+            return (getattr(engine, "_start", True) is None and not engine.downloader.active  # type: ignore[union-attr]
+                    and not slot.scheduler.has_pending_requests()  # type: ignore[union-attr]
+                    and not scraper.slot.queue)  # type: ignore[union-attr]
+        except AttributeError:
+            return False
 
     def flush(self, wait: bool = False) -> None:
         """Store the waiting batches in one transaction and settle their futures. Unless told
