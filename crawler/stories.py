@@ -225,14 +225,21 @@ class MinHashStoryFinder(StoryFinder):
             return [[] for _ in signed]
         bands = sorted(set().union(*(b for _, b, _ in todo)))
         since = min(since for _, _, since in todo)
-        rows: dict[int, list[tuple[int, datetime]]] = {}
+        # Usually every item of a batch was fetched at once: one window, applied by the query
+        # alone; else each row's time is read and compared per item.
+        uniform = all(item_since == since for _, _, item_since in todo)
+        query = _BAND_ITEMS if uniform else _BAND_ROWS
+        rows: dict[int, list[tuple[int, datetime | None]]] = {}
         for start in range(0, len(bands), _BANDS_PER_QUERY):
-            for band, item_id, seen_at in session.execute(
-                    _BAND_ROWS, {"bands": bands[start:start + _BANDS_PER_QUERY], "since": since}):
-                rows.setdefault(band, []).append((item_id, seen_at))
+            for band, item_id, *seen_at in session.execute(
+                    query, {"bands": bands[start:start + _BANDS_PER_QUERY], "since": since}):
+                rows.setdefault(band, []).append((item_id, seen_at[0] if seen_at else None))
         for index, item_bands, item_since in todo:
-            shared = Counter(item_id for band in item_bands for item_id, seen_at in rows.get(band, ())
-                             if seen_at >= item_since)
+            if uniform:
+                shared = Counter(item_id for band in item_bands for item_id, _ in rows.get(band, ()))
+            else:
+                shared = Counter(item_id for band in item_bands for item_id, seen_at in rows.get(band, ())
+                                 if seen_at is not None and seen_at >= item_since)
             ranked[index] = sorted(shared.items(), key=lambda r: (-r[1], r[0]))[:self.max_candidates]
         ids = sorted({item_id for found in ranked for item_id, _ in found})
         details: dict[int, tuple[int, bytes, str]] = {}
@@ -256,6 +263,12 @@ _BAND_ROWS = text("""
     SELECT band, item_id, seen_at FROM story_bands WHERE band IN :bands AND seen_at >= :since
 """).bindparams(bindparam("bands", expanding=True), bindparam("since", type_=UtcDateTime())).columns(
     band=BigInteger(), item_id=Integer(), seen_at=UtcDateTime())
+
+# The same rows without their times (the window is the same for every item of the batch).
+_BAND_ITEMS = text("""
+    SELECT band, item_id FROM story_bands WHERE band IN :bands AND seen_at >= :since
+""").bindparams(bindparam("bands", expanding=True), bindparam("since", type_=UtcDateTime())).columns(
+    band=BigInteger(), item_id=Integer())
 
 _DETAILS = text("""
     SELECT items.id, items.story_id, item_signatures.signature, items.source_id
