@@ -49,7 +49,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 PLAYWRIGHT_HANDLER = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
-RENDERED_KINDS = frozenset({"html", "telegram"})  # kinds whose documents are HTML pages
 RENDERED_ROLES = frozenset({"document", "page"})  # article pages use the normal downloader
 ABORTED_RESOURCES = frozenset({"image", "media", "font"})
 SETTLE_SECONDS = 5.0  # at most this long waiting for the network to go quiet after DOMContentLoaded
@@ -72,7 +71,7 @@ class RenderedTooLargeError(IgnoreRequest):
 
 def renders(spec: SourceSpec) -> bool:
     """True when ``spec``'s listing pages go through the browser."""
-    return spec.render == "browser" and spec.kind in RENDERED_KINDS
+    return spec.renders
 
 
 def rendered(request_or_response: Request | Response) -> bool:

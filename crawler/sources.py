@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from crawler.units import Duration, Size
 
+RENDERED_KINDS = frozenset({"html", "telegram"})  # kinds whose documents are HTML pages
 SOURCE_ID = re.compile(r"^[a-z0-9-]+$")
 SourceKind = Literal["feed", "html", "sitemap", "telegram", "json"]
 
@@ -129,6 +130,11 @@ class SourceSpec(Frozen):
 
     def poll_interval(self, crawl: CrawlSettings) -> float:
         return self.interval if self.interval is not None else crawl.interval
+
+    @property
+    def renders(self) -> bool:
+        """True when this source's listing pages go through the browser (HTML page kinds only)."""
+        return self.render == "browser" and self.kind in RENDERED_KINDS
 
     def wants_articles(self, crawl: CrawlSettings) -> bool:
         return self.fetch_articles if self.fetch_articles is not None else crawl.fetch_articles

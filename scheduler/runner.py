@@ -153,6 +153,8 @@ def plan_shards(sources: Sequence[SourceSpec], processes: int, concurrency_per_h
     A host's sources stay in one process unless the host alone holds more than a process's fair
     share; then they are spread over several processes whose budgets for that host add up to
     ``concurrency_per_host``, so no host sees more requests in flight than with one process.
+    The hosts of browser-rendered sources all go to one process, never split: each process
+    with such a source starts a browser of its own.
     """
     count = min(processes, len(sources) // MIN_SOURCES_PER_PROCESS)
     if count <= 1:
@@ -161,6 +163,10 @@ def plan_shards(sources: Sequence[SourceSpec], processes: int, concurrency_per_h
     for spec in sources:
         by_host.setdefault(url_host(spec.url), []).append(spec)
     shards = [Shard() for _ in range(count)]
+    browser_hosts = [specs for specs in by_host.values() if any(spec.renders for spec in specs)]
+    if browser_hosts:
+        shards[0].sources.extend(spec for specs in browser_hosts for spec in specs)
+        by_host = {host: specs for host, specs in by_host.items() if not any(spec.renders for spec in specs)}
     fair = -(-len(sources) // count)
     for host, specs in sorted(by_host.items(), key=lambda kv: -len(kv[1])):
         parts = min(count, concurrency_per_host, -(-len(specs) // fair))

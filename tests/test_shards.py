@@ -70,6 +70,24 @@ def test_one_big_host_is_split_with_budgets_adding_up() -> None:
         assert order == sorted(order)
 
 
+def test_browser_rendered_sources_share_one_process() -> None:
+    # Each crawl process with a browser source starts a browser: they all go to one, whole hosts.
+    sources = specs({"big.example": 300})
+    sources += [SourceSpec(id=f"tg-{n}", url=f"https://t{n % 3}.example/s/channel{n}", kind="telegram",
+                           render="browser") for n in range(40)]
+    sources.append(SourceSpec(id="t0-feed", url="https://t0.example/rss"))  # a browser host's feed
+    shards = plan_shards(sources, processes=2, concurrency_per_host=4)
+    assert len(shards) == 2
+    with_browser = [shard for shard in shards if any(s.renders for s in shard.sources)]
+    assert len(with_browser) == 1
+    browser_hosts = {url_host(s.url) for s in with_browser[0].sources if s.renders}
+    assert browser_hosts == {"t0.example", "t1.example", "t2.example"}
+    assert "t0-feed" in {s.id for s in with_browser[0].sources}  # its host stays whole
+    assert not any(host in shard.host_concurrency for shard in shards for host in browser_hosts)
+    counts = Counter(s.id for shard in shards for s in shard.sources)
+    assert len(counts) == len(sources) and set(counts.values()) == {1}
+
+
 def test_a_host_allowed_one_request_is_never_split() -> None:
     sources = specs({"polite.example": 300})
     assert len(plan_shards(sources, processes=2, concurrency_per_host=1)) == 1
