@@ -163,10 +163,8 @@ def plan_shards(sources: Sequence[SourceSpec], processes: int, concurrency_per_h
     for spec in sources:
         by_host.setdefault(url_host(spec.url), []).append(spec)
     shards = [Shard() for _ in range(count)]
-    browser_hosts = [specs for specs in by_host.values() if any(spec.renders for spec in specs)]
-    if browser_hosts:
-        shards[0].sources.extend(spec for specs in browser_hosts for spec in specs)
-        by_host = {host: specs for host, specs in by_host.items() if not any(spec.renders for spec in specs)}
+    for host in [host for host, specs in by_host.items() if any(spec.renders for spec in specs)]:
+        shards[0].sources.extend(by_host.pop(host))
     fair = -(-len(sources) // count)
     for host, specs in sorted(by_host.items(), key=lambda kv: -len(kv[1])):
         parts = min(count, concurrency_per_host, -(-len(specs) // fair))
