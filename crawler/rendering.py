@@ -69,11 +69,6 @@ class RenderedTooLargeError(IgnoreRequest):
     """The rendered page is larger than max_response_size."""
 
 
-def renders(spec: SourceSpec) -> bool:
-    """True when ``spec``'s listing pages go through the browser."""
-    return spec.renders
-
-
 def rendered(request_or_response: Request | Response) -> bool:
     return bool(request_or_response.meta.get("playwright"))
 
@@ -83,7 +78,7 @@ def browser_available(path: str = CHROMIUM) -> bool:
 
 
 def has_browser_sources(job: CrawlJob) -> bool:
-    return any(renders(s) for s in job.sources)
+    return any(s.renders for s in job.sources)
 
 
 def browser_settings(job: CrawlJob) -> dict[str, Any]:
@@ -106,7 +101,7 @@ def browser_settings(job: CrawlJob) -> dict[str, Any]:
 
 def render_meta(spec: SourceSpec, role: str) -> dict[str, Any]:
     """Request meta sending a listing page of a browser source through Playwright."""
-    if not renders(spec) or role not in RENDERED_ROLES:
+    if not spec.renders or role not in RENDERED_ROLES:
         return {}
     from scrapy_playwright.page import PageMethod  # no Playwright import
 

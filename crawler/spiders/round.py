@@ -21,7 +21,7 @@ from crawler.outcomes import BLOCKED, PARSE, SSRF, classify_exception, status_cl
 from crawler.pipelines import CrawledItem, ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
-from crawler.rendering import parsing_spec, render_meta, renders
+from crawler.rendering import parsing_spec, render_meta
 from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.urls import canonical_url, is_http_url
@@ -68,7 +68,7 @@ class RoundSpider(scrapy.Spider):
     def document_request(self, poll: SourcePoll) -> Request:
         spec = poll.spec
         headers = dict(spec.headers)
-        conditional = not renders(spec)  # a browser navigation cannot take a 304
+        conditional = not spec.renders  # a browser navigation cannot take a 304
         if conditional and poll.state.etag:
             headers["If-None-Match"] = poll.state.etag
         if conditional and poll.state.last_modified:
