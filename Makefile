@@ -1,36 +1,53 @@
 # newsmon: `make run` starts the daemon with the built-in catalogue, `make test` runs the suite.
+# Both install exactly the versions in uv.lock (the ones the suite passed with) into .venv.
 PYTHON ?= python3
+UV_VERSION := 0.13.9
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-TEST_STAMP := $(VENV)/.installed-test
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# uv uses this machine's Python, never one it downloads
+export UV_PYTHON_DOWNLOADS := never
+SYNC := $(UV) sync --frozen --python $(PYTHON)
 
-.PHONY: run test bench lint install clean
+.PHONY: run test bench lint install lock check-lock doctor clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
-	touch $@
+# uv itself, pinned, in a virtualenv of its own (`uv sync` keeps .venv exactly to the lock)
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-$(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[test]'
-	touch $@
+install: $(UV)
+	$(SYNC)
 
-install: $(STAMP)
-
-run: $(STAMP)
+run: install
 	@test -f newsmon.toml || $(BIN)/newsmon init
+	$(BIN)/newsmon doctor
 	$(BIN)/newsmon run
 
-test: $(TEST_STAMP)
+doctor: install
+	$(BIN)/newsmon doctor
+
+test: $(UV)
+	$(SYNC) --extra test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(TEST_STAMP)
+bench: $(UV)
+	$(SYNC) --extra test --extra bench
 	$(BIN)/python bench/run.py
 
-lint: $(TEST_STAMP)
+lint: $(UV)
+	$(SYNC) --extra test
 	$(BIN)/ruff check crawler scheduler storage tests bench
 
+# Re-resolve every dependency to the newest release the ranges in pyproject.toml allow.
+# Run `make test` before committing the new uv.lock.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# Fails when pyproject.toml and uv.lock disagree (a range changed without `make lock`).
+check-lock: $(UV)
+	$(UV) lock --check --python $(PYTHON)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache
