@@ -1,8 +1,6 @@
-"""Error classes of a poll and the mapping from download failures and HTTP answers to them."""
+"""The mapping from download failures and HTTP answers to a poll's error classes."""
 
 from __future__ import annotations
-
-from typing import Final
 
 from scrapy.exceptions import (
     CannotResolveHostError,
@@ -20,22 +18,18 @@ from twisted.internet.defer import TimeoutError as TxTimeoutError
 from twisted.web._newclient import ResponseNeverReceived
 
 from crawler.errors import RefusedRequestError
-
-TIMEOUT: Final = "timeout"
-DNS: Final = "dns"
-CONNECT: Final = "connect"
-HTTP_4XX: Final = "http-4xx"
-HTTP_5XX: Final = "http-5xx"
-TOO_LARGE: Final = "too-large"
-REDIRECTS: Final = "redirects"
-PARSE: Final = "parse"
-BLOCKED: Final = "blocked"
-EMPTY: Final = "empty"
-ROBOTS: Final = "robots"
-SSRF: Final = "ssrf"
-DATA_LOSS: Final = "data-loss"
-ERROR_CLASSES: Final = (TIMEOUT, DNS, CONNECT, HTTP_4XX, HTTP_5XX, TOO_LARGE, REDIRECTS, PARSE,
-                        BLOCKED, EMPTY, ROBOTS, SSRF, DATA_LOSS)
+from crawler.failures import (
+    CONNECT,
+    DATA_LOSS,
+    DNS,
+    HTTP_4XX,
+    HTTP_5XX,
+    REDIRECTS,
+    ROBOTS,
+    SSRF,
+    TIMEOUT,
+    TOO_LARGE,
+)
 
 _TIMEOUTS = (DownloadTimeoutError, TxTimeoutError, tx_error.TimeoutError, tx_error.TCPTimedOutError)
 _DNS = (CannotResolveHostError, tx_error.DNSLookupError)
@@ -98,3 +92,4 @@ def _ignored_class(message: str) -> str:
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text[:_MAX_MESSAGE]
+

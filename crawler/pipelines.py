@@ -19,6 +19,7 @@ from loguru import logger
 from scrapy.exceptions import DropItem
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from crawler.failures import STORAGE
 from crawler.items import ItemRecord
 from crawler.stories import MinHashStoryFinder
 from crawler.text import clean_text, content_hash
@@ -282,7 +283,7 @@ class StoragePipeline(_RoundPipeline):
             except SQLAlchemyError as exc:
                 logger.error("storing {} of {} failed: {}", write.canonical_url, poll.spec.id, exc)
                 break
-        poll.warn(f"storing {write.canonical_url} failed")
+        poll.fail(STORAGE, f"storing {write.canonical_url} failed")
         return None
 
 

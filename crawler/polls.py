@@ -15,8 +15,8 @@ from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from crawler.failures import EMPTY, STORAGE, TIMEOUT, fault_message, one_line
 from crawler.job import ProgressEvent, SourceEvent
-from crawler.outcomes import EMPTY
 from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
 from crawler.writeturn import WriteTurn
@@ -102,7 +102,7 @@ class SourcePoll:
     def fail(self, error_class: str, message: str, status: int | None = None) -> None:
         """Mark the poll failed; the first error of a poll is the one recorded."""
         if self.outcome != "error":
-            self.outcome, self.error_class, self.message = "error", error_class, message[:500]
+            self.outcome, self.error_class, self.message = "error", error_class, one_line(message)[:500]
             self.http_status = status if status is not None else self.http_status
 
     def not_modified(self) -> None:
@@ -111,7 +111,7 @@ class SourcePoll:
 
     def warn(self, message: str) -> None:
         if message and len(self.warnings) < 5:
-            self.warnings.append(message[:300])
+            self.warnings.append(one_line(message)[:300])
 
     def conclude(self) -> None:
         """Final checks before recording: a listing that used to have items and has none now
@@ -150,6 +150,16 @@ def emit_line(event: SourceEvent | ProgressEvent, out: TextIO | None = None) -> 
     out.flush()
 
 
+@dataclass
+class Fault:
+    """One cause of newsmon's own failures in a round: the pages and sources it cost."""
+
+    error_class: str
+    message: str
+    pages: int = 0
+    sources: list[str] = field(default_factory=list)
+
+
 class RoundLedger:
     """All polls of a round; records each one as soon as its request chain is over."""
 
@@ -170,6 +180,7 @@ class RoundLedger:
         self.polls: dict[str, SourcePoll] = {}
         self.done_requests = 0
         self.total_requests = 0
+        self.faults: dict[tuple[str, str], Fault] = {}
 
     def open(self, specs: Iterable[SourceSpec]) -> list[SourcePoll]:
         specs = list(specs)
@@ -179,6 +190,27 @@ class RoundLedger:
         for spec in specs:
             self.polls[spec.id] = SourcePoll(spec, states[spec.id], now)
         return list(self.polls.values())
+
+    def fault(self, poll: SourcePoll, error_class: str, exc: BaseException, url: str) -> None:
+        """An exception of ours while handling ``url`` (a bug, a broken install): the poll's
+        error of ``error_class`` (``internal``, ``extract``), its traceback at debug level, and
+        its cause counted, to be logged once for the round (``log_faults``)."""
+        message = fault_message(exc)
+        poll.fail(error_class, message)
+        logger.opt(exception=exc).debug("{} failure on {} of {}", error_class, url, poll.spec.id)
+        fault = self.faults.setdefault((error_class, message), Fault(error_class, message))
+        fault.pages += 1
+        if poll.spec.id not in fault.sources:
+            fault.sources.append(poll.spec.id)
+
+    def log_faults(self) -> None:
+        """Each distinct cause of the round's own failures, once, with what it cost."""
+        for fault in self.faults.values():
+            shown = ", ".join(fault.sources[:5]) + (" …" if len(fault.sources) > 5 else "")
+            logger.error("{} failure: {} ({} page{} of {} source{}: {})", fault.error_class,
+                         fault.message, fault.pages, "" if fault.pages == 1 else "s",
+                         len(fault.sources), "" if len(fault.sources) == 1 else "s", shown)
+        self.faults.clear()
 
     def request_added(self, poll: SourcePoll) -> None:
         poll.pending_requests += 1
@@ -247,7 +279,7 @@ class RoundLedger:
         except Exception as exc:  # the job boundary of these sources: log, report, go on
             logger.exception("recording the polls of {} failed", ", ".join(p.spec.id for p in polls))
             for poll in polls:
-                poll.fail("storage", f"recording the poll failed: {exc}"[:300])
+                poll.fail(STORAGE, f"recording the poll failed: {exc}"[:300])
         for poll in polls:
             self.emit(poll.event())
 
@@ -255,10 +287,11 @@ class RoundLedger:
         """At the end of the crawl: every poll still open ran out of time."""
         for poll in self.polls.values():
             if not poll.done:
-                poll.fail("timeout", f"the round ended before the poll did ({reason})")
+                poll.fail(TIMEOUT, f"the round ended before the poll did ({reason})")
                 poll.done = True
                 self.finished.append(poll)
         self.flush()
+        self.log_faults()
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from sqlalchemy import select
 
+from crawler.failures import fault_message, round_failure_class
 from crawler.policy import next_poll_at
 from storage.db import in_list
 from storage.leases import (
@@ -157,13 +158,14 @@ def run_round(rt: Runtime, ids: Sequence[str]) -> None:
     """One crawl round; whatever happens, every claimed source ends with a recorded outcome,
     a next poll time and no lease of ours."""
     started = rt.clock()
-    failure: str | None = None
+    failure: Exception | None = None
     rt.in_round.set()
     try:
         rt.run_round(ids, log_poll)
     except Exception as exc:  # the job boundary: one source set failed, the daemon goes on
-        failure = f"{type(exc).__name__}: {exc}"
-        logger.opt(exception=exc).error("crawl round of {} sources failed: {}", len(ids), failure)
+        failure = exc
+        logger.opt(exception=exc).error("crawl round of {} sources failed: {}", len(ids),
+                                        fault_message(exc))
     finally:
         rt.in_round.clear()
         try:
@@ -172,7 +174,8 @@ def run_round(rt: Runtime, ids: Sequence[str]) -> None:
             rt.wake_dispatch()
 
 
-def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime, failure: str | None) -> None:
+def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime,
+                   failure: Exception | None) -> None:
     """Sources the round did not finish (killed, timed out, crashed) get an error outcome and
     back-off — unless the daemon is stopping and ended the round itself: those stay due and are
     polled after the next start; sources it left without a future poll time get one (never a
@@ -184,8 +187,9 @@ def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime, failure: 
             if source.lease_owner == rt.worker_id and rt.stopping.is_set():
                 continue  # the daemon stopped the round: no fault of the source, it stays due
             if source.lease_owner == rt.worker_id:
-                message = failure or "the crawl round ended before this source was polled"
-                error_class = "timeout" if failure is None or "imeout" in failure else "crash"
+                message = (fault_message(failure) if failure is not None
+                           else "the crawl round ended before this source was polled")
+                error_class = round_failure_class(failure)
                 when = next_poll_at(now, interval=source.interval_seconds, failures=source.failures + 1,
                                     max_backoff=crawl.max_backoff, jitter=crawl.jitter)
                 record_poll(session, PollOutcome(source.id, started, now, "error", error_class=error_class,

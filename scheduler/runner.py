@@ -20,6 +20,7 @@ from typing import IO, Any
 from loguru import logger
 
 from crawler.addresses import url_host
+from crawler.failures import CRASH, OWN_FAULTS, TIMEOUT
 from crawler.job import ChannelSpec, CrawlJob, SourceEvent, parse_event
 from crawler.policy import next_poll_at
 from crawler.sources import SourceSpec
@@ -47,6 +48,12 @@ class CrawlReport:
     @property
     def all_failed(self) -> bool:
         return bool(self.sources) and all(e.outcome == "error" for e in self.sources)
+
+    @property
+    def own_faults(self) -> list[SourceEvent]:
+        """The sources that failed through newsmon's own fault (a bug, a broken install, the
+        database), not the site's."""
+        return [e for e in self.sources if e.error_class in OWN_FAULTS]
 
     def by_source(self) -> dict[str, SourceEvent]:
         return {e.source_id: e for e in self.sources}
@@ -280,7 +287,7 @@ def _record_missing(config: AppConfig, sources: Sequence[SourceSpec], report: Cr
         logger.warning("crawl round ended (status {}) before polling {}", returncode,
                        ", ".join(s.id for s in missing))
         return
-    error_class = "timeout" if timed_out else "crash"
+    error_class = TIMEOUT if timed_out else CRASH
     message = ("the crawl round was stopped at its deadline" if timed_out
                else f"the crawl process exited with status {returncode}")
     try:

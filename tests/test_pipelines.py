@@ -15,6 +15,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 import crawler.pipelines as pipelines
+from crawler.failures import STORAGE
 from crawler.items import ItemRecord
 from crawler.job import ChannelSpec, CrawlJob
 from crawler.organisations import builtin_organisations
@@ -140,7 +141,9 @@ def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundConte
     with context.sessions() as session:  # the bad item cost only itself
         assert session.scalars(select(Item.title)).all() == ["good"]
     poll = context.poll("src")
-    assert poll.new == 1 and any("failed" in w for w in poll.warnings)
+    # the good item stored; the refused one is the source's error (an item lost is never "ok")
+    assert poll.new == 1 and (poll.outcome, poll.error_class) == ("error", STORAGE)
+    assert poll.message == "storing http://news.example.org/bad failed"
 
 
 def test_responses_arriving_together_share_one_commit_and_a_bad_one_fails_alone(

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import scrapy
-from loguru import logger
 from scrapy import signals
 from scrapy.http import Request, Response
 from sqlalchemy import select
@@ -16,8 +15,9 @@ from sqlalchemy import select
 from crawler.articles import extract_article
 from crawler.blocking import detect_block
 from crawler.encoding import decode_body
+from crawler.failures import BLOCKED, EXTRACT, INTERNAL, PARSE, SSRF
 from crawler.items import Entry, ItemRecord, ParseResult
-from crawler.outcomes import BLOCKED, PARSE, SSRF, classify_exception, status_class
+from crawler.outcomes import classify_exception, status_class
 from crawler.pipelines import CrawledItem, ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
@@ -54,8 +54,9 @@ class RoundSpider(scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> RoundSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+        for signal in (signals.item_scraped, signals.item_dropped):
             crawler.signals.connect(spider.item_finished, signal=signal)
+        crawler.signals.connect(spider.item_failed, signal=signals.item_error)
         crawler.signals.connect(spider.round_closed, signal=signals.spider_closed)
         return spider
 
@@ -99,8 +100,7 @@ class RoundSpider(scrapy.Spider):
         try:
             yield from self._document(poll, response)
         except Exception as exc:  # a parser bug costs this source one error, nothing more
-            logger.opt(exception=exc).error("parsing {} failed", poll.spec.id)
-            poll.fail(PARSE, f"{type(exc).__name__}: {exc}")
+            self.ledger.fault(poll, INTERNAL, exc, response.url)
         finally:
             self.ledger.request_done(poll)
 
@@ -176,9 +176,8 @@ class RoundSpider(scrapy.Spider):
             result = parse_document(parsing_spec(poll.spec, response), response.body,
                                     url=response.url, content_type=_header(response, b"Content-Type"))
             yield from self._entries(poll, response, result, first_page=False)
-        except Exception as exc:
-            logger.opt(exception=exc).error("parsing a page of {} failed", poll.spec.id)
-            poll.warn(f"{response.url}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug: the source's error (its items so far are kept)
+            self.ledger.fault(poll, INTERNAL, exc, response.url)
         finally:
             self.ledger.request_done(poll)
 
@@ -245,9 +244,8 @@ class RoundSpider(scrapy.Spider):
             html = decode_body(response.body, content_type=_header(response, b"Content-Type"),
                                override=poll.spec.encoding)
             article = extract_article(html, url=response.url, selector=poll.spec.article_selector)
-        except Exception as exc:
-            logger.opt(exception=exc).warning("extracting {} failed", response.url)
-            poll.warn(f"article {response.url}: {type(exc).__name__}")
+        except Exception as exc:  # extraction broke (a bug, a broken install): keep the listing text
+            self.ledger.fault(poll, EXTRACT, exc, response.url)
             return self.item(poll, entry, response, raw=b"")
         return self.item(poll, entry, response, raw=response.body,
                          canonical=_article_identity(entry.url, response.url, article.canonical_url),
@@ -296,6 +294,13 @@ class RoundSpider(scrapy.Spider):
     def item_finished(self, item: Any, **_: Any) -> None:
         if isinstance(item, ItemBatch):
             self.ledger.item_done(self.context.poll(item.source_id))
+
+    def item_failed(self, item: Any, response: Response | None, failure: Failure, **_: Any) -> None:
+        """A pipeline raised on a batch (a bug, not a refused item): the source's error."""
+        if isinstance(item, ItemBatch):
+            poll = self.context.poll(item.source_id)
+            self.ledger.fault(poll, INTERNAL, failure.value, response.url if response else poll.spec.url)
+            self.ledger.item_done(poll)
 
     def round_closed(self, reason: str) -> None:
         self.ledger.close(reason)

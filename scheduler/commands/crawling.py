@@ -26,7 +26,8 @@ SUMMARY_COLUMNS = ("source", "outcome", "new", "updated", "unchanged", "matched"
 def crawl(app: AppContext, source_ids: tuple[str, ...], timeout: float | None) -> None:
     """Poll all (or the named) sources once now, then send pending alerts.
 
-    Exit status: 0 when the round ran, 1 when every source failed, 2 on bad configuration
+    Exit status: 0 when the round ran, 1 when every source failed or any failed through
+    newsmon's own fault (classes internal, extract, storage, crash), 2 on bad configuration
     or an unknown source id.
 
     \b
@@ -52,7 +53,11 @@ def crawl(app: AppContext, source_ids: tuple[str, ...], timeout: float | None) -
                                  log_level=_child_level(app.log_level), log_json=app.log_json)
     print_summary(report.sources)
     dispatch_alerts(app)
-    if report.all_failed:
+    if own := report.own_faults:
+        click.echo(f"newsmon: {len(own)} source(s) failed through newsmon's own fault "
+                   f"({', '.join(sorted({e.error_class or '' for e in own}))}): see the log above "
+                   "and `newsmon doctor`", err=True)
+    if report.all_failed or own:
         sys.exit(1)
 
 
@@ -66,8 +71,9 @@ def progress_reporter(planned: int) -> Iterator[Callable[[dict[str, Any]], None]
     if not sys.stderr.isatty():
         def log_line(event: dict[str, Any]) -> None:
             if event.get("kind") == "source":
-                logger.info("{}: {}{}", event["source_id"], event.get("error_class") or event["outcome"],
-                            f" ({event['new']} new)" if event.get("new") else "")
+                level = "WARNING" if event.get("outcome") == "error" else "INFO"
+                logger.log(level, "{}: {}{}", event["source_id"], event.get("error_class") or event["outcome"],
+                           f" ({event['new']} new)" if event.get("new") else "")
         yield log_line
         return
     from rich.console import Console
