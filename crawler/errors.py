@@ -2,7 +2,7 @@
 
 Our exception hierarchy::
 
-    CrawlerError
+    CrawlerError                 (error class internal unless it says otherwise)
     ├── JobError                 the crawl job on stdin is not valid (python -m crawler exits 2)
     └── RefusedRequestError      a request we refuse to send (also a Scrapy IgnoreRequest)
         ├── BlockedAddressError  its host is or resolves to a private/reserved address (ssrf)
@@ -16,9 +16,14 @@ from __future__ import annotations
 
 from scrapy.exceptions import IgnoreRequest
 
+from crawler.failures import INTERNAL, SSRF
+
 
 class CrawlerError(Exception):
-    """Base class of the crawler's own errors."""
+    """Base class of the crawler's own errors; ``error_class`` is the class a poll ended by
+    one of them gets (:mod:`crawler.failures`)."""
+
+    error_class = INTERNAL
 
 
 class JobError(CrawlerError):
@@ -28,7 +33,7 @@ class JobError(CrawlerError):
 class RefusedRequestError(CrawlerError, IgnoreRequest):
     """Raised by the safety middleware for a request that must never be sent."""
 
-    error_class = "ssrf"
+    error_class = SSRF
 
 
 class BlockedAddressError(RefusedRequestError):

@@ -17,7 +17,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.defer import TimeoutError as TxTimeoutError
 from twisted.web._newclient import ResponseNeverReceived
 
-from crawler.errors import RefusedRequestError
+from crawler.errors import CrawlerError
 from crawler.failures import (
     CONNECT,
     DATA_LOSS,
@@ -46,8 +46,8 @@ def status_class(status: int) -> str:
 def classify_exception(exc: BaseException) -> tuple[str, str]:
     """The error class and a short message for an exception that ended a request."""
     message = _message(exc)
-    if isinstance(exc, RefusedRequestError):
-        return SSRF, message
+    if isinstance(exc, CrawlerError):  # ours say their class (ssrf, internal)
+        return exc.error_class, message
     if isinstance(exc, HttpError):
         return _http_error(exc)
     if isinstance(exc, IgnoreRequest):

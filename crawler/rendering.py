@@ -35,6 +35,7 @@ from scrapy.exceptions import (
 
 from crawler.addresses import normal_host
 from crawler.errors import BlockedAddressError, CrawlerError, RefusedRequestError
+from crawler.failures import INTERNAL
 from crawler.safety import check_addresses, literal_address
 
 if TYPE_CHECKING:
@@ -62,7 +63,10 @@ _HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection
 
 
 class BrowserUnavailableError(CrawlerError, IgnoreRequest):
-    """A ``render = "browser"`` source in a round that cannot start Chromium."""
+    """A ``render = "browser"`` source in a round that cannot start Chromium (a broken install:
+    the source's error of class ``internal``)."""
+
+    error_class = INTERNAL
 
 
 class RenderedTooLargeError(IgnoreRequest):

@@ -223,7 +223,7 @@ def test_without_chromium_only_the_browser_sources_fail_with_a_clear_message(
     events = {e["source_id"]: e for e in map(json.loads, done.stdout.splitlines())
               if e.get("kind") == "source"}
     assert events["feed"]["outcome"] == "ok"
-    assert events["js"]["outcome"] == "error"
+    assert (events["js"]["outcome"], events["js"]["error_class"]) == ("error", "internal")
     assert rendering.CHROMIUM in events["js"]["message"], events["js"]
 
 
