@@ -84,15 +84,16 @@ def config_error_row(error: ConfigError) -> CheckResult:
 # --- database -------------------------------------------------------------------------------------
 
 
-def check_database(url: str) -> CheckResult:
+def check_database(real_url: str) -> CheckResult:
     """Reachable, and at the newest migration or migratable; reads only."""
     from storage.db import make_readonly_engine, schema_status, sqlite_file
 
     name = "database"
-    path = sqlite_file(url)
+    path = sqlite_file(real_url)
+    url = shown_url(real_url)
     if path is not None and not path.exists():
         return _missing_sqlite(name, path)
-    engine = make_readonly_engine(url)
+    engine = make_readonly_engine(real_url)
     try:
         status = schema_status(engine)
     except Exception as exc:
@@ -117,6 +118,16 @@ def check_database(url: str) -> CheckResult:
                            "point [storage] url at an empty database or one that newsmon created")
     return passed(name, f"{url}: reachable, {status.pending} migration(s) pending "
                         f"({', '.join(status.current)} → {', '.join(status.heads)}); applied on next start")
+
+
+def shown_url(url: str) -> str:
+    """The database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: make_readonly_engine says so
+        return url
 
 
 def _missing_sqlite(name: str, path: Path) -> CheckResult:

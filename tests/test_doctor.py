@@ -164,11 +164,14 @@ def test_database_from_a_newer_version_fails(tmp_path):
 def test_unreachable_postgresql_fails(tmp_path, pg_url):
     from sqlalchemy.engine import make_url
 
-    missing = make_url(pg_url).set(database="newsmon_doctor_no_such_db").render_as_string(hide_password=False)
-    code, doc = doctor(write_config(tmp_path, "sqlite:///unused.db"), env={"NEWSMON_DATABASE_URL": missing})
+    missing = make_url(pg_url).set(database="newsmon_doctor_no_such_db", password="s3cret-pw")
+    code, doc = doctor(write_config(tmp_path, "sqlite:///unused.db"),
+                       env={"NEWSMON_DATABASE_URL": missing.render_as_string(hide_password=False)})
     assert code == 1
     assert failed(doc) == ["database"]
     assert "cannot connect" in rows(doc)["database"]["detail"]
+    assert "newsmon_doctor_no_such_db" in rows(doc)["database"]["detail"]
+    assert "s3cret-pw" not in json.dumps(doc)  # the password is never printed
 
 
 def test_bad_configuration_exits_2_and_still_runs_the_samples(tmp_path, sqlite_url):
