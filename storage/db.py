@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,3 +140,85 @@ def is_current(engine: Engine) -> bool:
             return False
         current = MigrationContext.configure(connection).get_current_heads()
     return set(current) == set(script.get_heads())
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite://`` URL names (None: another database, memory or a ``file:`` URI)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def make_readonly_engine(url: str) -> Engine:
+    """An engine that reads ``url`` and can change nothing: no directory, file, journal mode
+    or schema is created. A SQLite file is opened read-only (``immutable`` when no ``-wal``
+    file exists, so not even ``-wal``/``-shm`` files appear); PostgreSQL sessions are
+    read-only transactions."""
+    from sqlalchemy.pool import NullPool
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"{url!r} is not a database URL: {exc}") from None
+    path = sqlite_file(url)
+    if path is not None:
+        wal = path.with_name(path.name + "-wal")
+        mode = "mode=ro" if wal.exists() else "immutable=1"
+        uri = f"file:{path.resolve().as_posix()}?{mode}"
+        return create_engine("sqlite://", creator=lambda: _sqlite_uri_connect(uri), poolclass=NullPool)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, poolclass=NullPool,
+                             connect_args={"options": "-c default_transaction_read_only=on",
+                                           "connect_timeout": 10})
+    raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+
+
+def _sqlite_uri_connect(uri: str) -> Any:
+    import sqlite3
+
+    return sqlite3.connect(uri, uri=True, timeout=5)
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands against this version's migrations."""
+
+    current: tuple[str, ...]  # the revisions stored in alembic_version (empty: none)
+    heads: tuple[str, ...]  # the newest migrations of this version
+    pending: int  # migrations the next start applies
+    empty: bool  # no tables at all: the first start creates the schema
+    unknown: tuple[str, ...] = ()  # stored revisions this version does not know (a newer newsmon)
+
+    @property
+    def is_current(self) -> bool:
+        return set(self.current) == set(self.heads)
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Read (never change) the schema's migration state."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    heads = tuple(script.get_heads())
+    with engine.connect() as connection:
+        tables = inspect(connection).get_table_names()
+        current = tuple(MigrationContext.configure(connection).get_current_heads()) \
+            if "alembic_version" in tables else ()
+    unknown = []
+    for revision in current:
+        try:
+            script.get_revision(revision)
+        except CommandError:
+            unknown.append(revision)
+    if unknown:
+        return SchemaStatus(current, heads, 0, False, tuple(unknown))
+    pending = sum(1 for _ in script.iterate_revisions(heads, current or "base")) if current != heads else 0
+    return SchemaStatus(current, heads, pending, not tables)

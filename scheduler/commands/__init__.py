@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from scheduler.commands import crawling, daemon, history, matching, serve, setup
+from scheduler.commands import crawling, daemon, doctor, history, matching, serve, setup
 
 REGISTRY: list[click.Command] = [
     *setup.COMMANDS,
@@ -13,4 +13,5 @@ REGISTRY: list[click.Command] = [
     *history.COMMANDS,
     *matching.COMMANDS,
     *serve.COMMANDS,
+    *doctor.COMMANDS,
 ]
