@@ -32,6 +32,11 @@ _TELEGRAM_TEXT = (
 )
 _JSON_LIST_KEYS = ("content", "data", "items", "results", "news", "list")
 _PSEUDO = re.compile(r"::(?:text|attr\([^)]*\))\s*$")
+# rel is a space-separated, case-insensitive token list (rel="nofollow next", rel="Next");
+# <link> (in the head) is tried before <a>.
+_REL_TOKEN = ("contains(concat(' ', translate(normalize-space(@rel), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',"
+              " 'abcdefghijklmnopqrstuvwxyz'), ' '), ' next ')")
+_REL_NEXT = (f"//link[@href][{_REL_TOKEN}]", f"//a[@href][{_REL_TOKEN}]")
 
 
 def parse_listing(
@@ -47,8 +52,10 @@ def parse_listing(
 
     A selector ending in ``::text`` or ``::attr(name)`` gives strings (joined with
     spaces); one that selects elements gives their plain text (for ``link``/``next``:
-    their ``href``). Items without an http(s) link are skipped; no item at all is an
-    ``empty`` error, because a listing that yields nothing has changed or is blocked.
+    their ``href``). Without a ``next`` selector, ``next_page`` is the page's
+    ``<link rel="next">`` or ``<a rel="next">`` (rel tokens, any case). Items without an
+    http(s) link are skipped; no item at all is an ``empty`` error, because a listing
+    that yields nothing has changed or is blocked.
     """
     page = Selector(text=html or "<html></html>", base_url=url)
     entries: list[Entry] = []
@@ -116,9 +123,9 @@ def _first_link(found: SelectorList[Selector]) -> str | None:
 
 
 def _next_page(page: Selector, url: str, css: str | None) -> str | None:
-    if not css:
-        return None
-    nxt = absolute_url(url, _first_link(page.css(css)))
+    """The next page: what the ``next`` selector picks, else the page's rel="next" link."""
+    found = page.css(css) if css else (page.xpath(_REL_NEXT[0]) or page.xpath(_REL_NEXT[1]))
+    nxt = absolute_url(url, _first_link(found))
     return nxt if nxt and nxt != url else None
 
 

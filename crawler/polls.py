@@ -77,6 +77,7 @@ class SourcePoll:
     pending_items: int = 0
     requests: int = 0
     pages: int = 0
+    page_urls: set[str] = field(default_factory=set)  # canonical URLs of pages requested or read
     outcome: Outcome = "ok"
     error_class: str | None = None
     message: str | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -103,12 +103,36 @@ def _organisations(session: Session, organisations: Sequence[str]) -> Any:
 
 
 def search_items(session: Session, flt: SearchFilter) -> list[dict[str, Any]]:
-    """Items matching ``flt``, newest first, as contract ITEM objects.
+    """Items matching ``flt``, newest first, as contract ITEM objects (at most
+    :data:`MAX_LIMIT`: one page; :func:`iter_search` reads any number).
 
     On SQLite (which keeps no statistics), each filter first counts its matches cheaply: a
     selective filter drives the query from its few matches; a common one is tested along the
     walk of the newest-first index, which stops after ``limit`` hits."""
-    stmt = select(Item).options(selectinload(Item.matches))
+    clauses = _search_clauses(session, flt)
+    return _search_page(session, clauses, flt.before, max(1, min(flt.limit, MAX_LIMIT)))
+
+
+def iter_search(session: Session, flt: SearchFilter, *, page_size: int = MAX_LIMIT) -> Iterator[dict[str, Any]]:
+    """Items matching ``flt``, newest first, up to ``flt.limit`` (no maximum), read a page of
+    ``page_size`` at a time with the keyset cursor the API uses, in constant memory: each
+    page's rows leave the session before the next is read (read-only use of ``session``)."""
+    clauses = _search_clauses(session, flt)
+    remaining, before = flt.limit, flt.before
+    while remaining > 0:
+        size = min(page_size, remaining)
+        page = _search_page(session, clauses, before, size)
+        session.expunge_all()
+        for item in page:
+            before = item.pop("_cursor")
+            yield item
+        if len(page) < size:
+            return
+        remaining -= size
+
+
+def _search_clauses(session: Session, flt: SearchFilter) -> list[Any]:
+    """WHERE clauses of ``flt``, without its cursor."""
     clauses: list[Any] = []
     if flt.query:
         clauses.extend(_fulltext(session, flt.query))
@@ -122,13 +146,18 @@ def search_items(session: Session, flt: SearchFilter) -> list[dict[str, Any]]:
         clauses.append(Item.sort_at >= flt.since)
     if flt.until is not None:
         clauses.append(Item.sort_at <= flt.until)
-    if flt.before is not None:
-        at, last_id = flt.before
-        clauses.append(or_(Item.sort_at < at, and_(Item.sort_at == at, Item.id < last_id)))
-    limit = max(1, min(flt.limit, MAX_LIMIT))
-    stmt = stmt.where(*clauses).order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit)
-    items = session.scalars(stmt).all()
-    return [_with_cursor(item) for item in items]
+    return clauses
+
+
+def _search_page(session: Session, clauses: list[Any], before: tuple[datetime, int] | None,
+                 limit: int) -> list[dict[str, Any]]:
+    """One page of items newest first, after the keyset cursor ``before`` = (sort_at, id)."""
+    if before is not None:
+        at, last_id = before
+        clauses = [*clauses, or_(Item.sort_at < at, and_(Item.sort_at == at, Item.id < last_id))]
+    stmt = (select(Item).options(selectinload(Item.matches)).where(*clauses)
+            .order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit))
+    return [_with_cursor(item) for item in session.scalars(stmt).all()]
 
 
 def _with_cursor(item: Item) -> dict[str, Any]:

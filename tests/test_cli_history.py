@@ -188,3 +188,108 @@ def test_rematch_reports_then_stores_gained_and_lost_matches(run):
     assert search_ids(run, "--org", "CICA") == ["Саммит в Астане"]
     assert search_ids(run, "--org", "SCO") == ["Football results"]  # --org CICA left SCO alone
     assert run("rematch", "--org", "NATO").exit_code == 2
+
+
+MANY = 5_200  # more than five pages of the read path
+
+
+@pytest.fixture
+def many(run, db_url):
+    """MANY items stored through the batch write path; three items share each publication
+    minute (ties of the newest-first order across page boundaries); every 7th is about SCO."""
+    from storage.db import make_engine, make_session_factory
+    from storage.repository import ItemWrite, MatchRow, SourceRow, sync_sources
+    from storage.writes import save_items
+
+    now = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    sco = MatchRow("SCO", "ШОС", "ШОС", "…ШОС…", 0, 3)
+    writes = [ItemWrite(
+        source_id="mid-ru", url=f"https://example.org/many/{n}", canonical_url=f"https://example.org/many/{n}",
+        title=f"Новость {n}" + (" о ШОС" if n % 7 == 0 else ""), text=f"Текст {n}.", fetched_at=now,
+        content_hash=f"sha256:many-{n}", published_at=now - timedelta(minutes=n // 3),
+        matches=[sco] if n % 7 == 0 else []) for n in range(MANY)]
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        sync_sources(session, [SourceRow(id="mid-ru", kind="feed", url="https://mid.ru/ru/rss.php")], now=now)
+    for start in range(0, MANY, 1000):
+        with sessions.begin() as session:
+            save_items(session, writes[start:start + 1000], now=now)
+    engine.dispose()
+    return run
+
+
+def newest_first(db_url: str, where: str = "") -> list[int]:
+    from sqlalchemy import text
+
+    from storage.db import make_engine
+
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        ids = list(conn.scalars(text(f"SELECT id FROM items {where} ORDER BY sort_at DESC, id DESC")))
+    engine.dispose()
+    return ids
+
+
+def test_search_limit_beyond_one_page_returns_exactly_n_in_every_format(many, db_url):
+    expected = newest_first(db_url)[:5000]
+    assert len(expected) == 5000
+
+    result = many("search", "--limit", "5000", "--format", "json")
+    assert result.exit_code == 0, result.output
+    items = json.loads(result.stdout)
+    assert [i["id"] for i in items] == expected  # exactly N, newest first, no duplicates
+    assert set(items[0]) == ITEM_KEYS
+    order = [(i["published_at"], i["id"]) for i in items]
+    assert order == sorted(order, reverse=True) and len(set(order)) == 5000
+    assert result.stdout == json.dumps(items, ensure_ascii=False, indent=2) + "\n"
+
+    lines = many("search", "--limit", "5000", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == expected
+    rows = list(csv.DictReader(io.StringIO(many("search", "--limit", "5000", "--format", "csv").stdout)))
+    assert [int(r["id"]) for r in rows] == expected
+
+    everything = json.loads(many("search", "--limit", "100000", "--format", "json").stdout)
+    assert [i["id"] for i in everything] == newest_first(db_url)  # fewer matches: all of them
+
+
+def test_search_with_fewer_matches_returns_all_and_only_the_table_is_capped(many, db_url):
+    sco = newest_first(db_url, "WHERE title LIKE '%ШОС%'")
+    assert len(sco) == len(range(0, MANY, 7))
+    for args in (("ШОС",), ("--org", "SCO"), ("ШОС", "--org", "SCO", "--source", "mid-ru")):
+        lines = many("search", *args, "--limit", "5000", "--format", "jsonl").stdout.splitlines()
+        assert [json.loads(line)["id"] for line in lines] == sco, args
+    assert many("search", "ШОС", "--limit", "300", "--format", "jsonl").stdout.count("\n") == 300
+
+    zero = many("search", "--limit", "0")  # no maximum; at least 1
+    assert zero.exit_code == 2 and "--limit" in zero.output
+    table = many("search", "--limit", "1500")  # the table format alone has a cap, and says so
+    assert table.exit_code == 0 and table.stdout.count("\n") > 1000
+    assert "the table shows the first 1,000 items and there are more" in table.stderr
+    assert "--format json, jsonl or csv" in table.stderr
+    small = many("search", "ШОС", "--limit", "5000")
+    assert small.exit_code == 0 and small.stderr == ""
+
+
+def test_search_reads_in_pages_and_holds_one_page(many, db_url):
+    from sqlalchemy import event
+
+    from storage.db import make_engine, make_session_factory
+    from storage.queries import SearchFilter, iter_search
+
+    engine = make_engine(db_url)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *rest: statements.append(sql))
+    with make_session_factory(engine)() as session:
+        held = []
+        ids = []
+        for item in iter_search(session, SearchFilter(limit=MANY), page_size=500):
+            held.append(len(session.identity_map))
+            ids.append(item["id"])
+    engine.dispose()
+    assert ids == newest_first(db_url) and "_cursor" not in item
+    pages = [s for s in statements if "ORDER BY items.sort_at DESC" in s]
+    assert len(pages) == 11  # 5,200 items in pages of 500
+    assert max(held) == 0  # each page's rows leave the session before its items are yielded
+

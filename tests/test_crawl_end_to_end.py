@@ -106,6 +106,48 @@ def test_catalogue_round_stores_every_source_and_a_second_round_changes_nothing(
         assert session.scalar(select(func.count()).select_from(FetchLog)) == 2 * len(config.sources)
 
 
+def publish_listing(site: Site, pages: dict[int, str]) -> str:
+    """Listing pages at PATH (page 1) and PATH?page=N, each with one item and ``pages[n]``
+    as extra markup (its rel="next" link); returns PATH."""
+    path = site.unique("/rel")
+    for page, markup in pages.items():
+        head, _, body = markup.rpartition("|")
+        site.set(path if page == 1 else f"{path}?page={page}", (
+            f"<html><head>{head}</head><body>"
+            f'<div class="news"><a href="{path}/a{page}">Story {page}</a></div>{body}'
+            "</body></html>").encode(), "text/html; charset=utf-8")
+    return path
+
+
+def test_listings_follow_rel_next_without_a_next_selector(site: Site, sqlite_url: str) -> None:
+    three = {1: '<link rel="next" href="?page=2">|',
+             2: '|<a class="next" rel="nofollow next" href="?page=3">Next</a>',
+             3: "|"}
+    paths = {"rel3": publish_listing(site, three), "rel2": publish_listing(site, three),
+             "loop": publish_listing(site, {1: '|<a rel="next" href="?page=2">2</a>',
+                                            2: '<link rel="next" href="?page=3">|',
+                                            3: '|<a rel="Next" href="?page=2">back to 2</a>'}),
+             "self": publish_listing(site, {1: '|<a rel="next" href="?page=2">2</a>',
+                                            2: '|<a rel="next" href="?page=2#top">again</a>'})}
+    max_pages = {"rel3": 3, "rel2": 2, "loop": 10, "self": 10}
+    sources = [{"id": sid, "kind": "html", "url": site.url(path), "allow_private": True,
+                "fetch_articles": False, "max_pages": max_pages[sid],
+                "selectors": {"item": "div.news"}} for sid, path in paths.items()]
+    report = run_crawl_round(make_config(sqlite_url, sources), None, timeout=60).by_source()
+
+    assert {sid: (report[sid].outcome, report[sid].new) for sid in paths} == {
+        "rel3": ("ok", 3), "rel2": ("ok", 2), "loop": ("ok", 3), "self": ("ok", 2)}
+    assert len(site.requests(f"{paths['rel2']}?page=2")) == 1
+    assert not site.requests(f"{paths['rel2']}?page=3")  # max_pages = 2
+    for sid, pages in (("loop", 3), ("self", 2)):  # every page read once, then the loop ends
+        logged = [r.path for r in site.requests() if r.path.split("?")[0] == paths[sid]]
+        assert sorted(logged) == sorted([paths[sid]] + [f"{paths[sid]}?page={n}"
+                                                        for n in range(2, pages + 1)])
+    with make_session_factory(make_engine(sqlite_url))() as session:
+        stored = set(session.scalars(select(Item.url).where(Item.source_id == "rel3")))
+    assert stored == {site.url(f"{paths['rel3']}/a{n}") for n in (1, 2, 3)}
+
+
 def test_changed_item_is_a_new_version_and_pages_are_followed(site: Site, sqlite_url: str) -> None:
     path = site.unique("/feeds")
     link = site.url(f"{path}/item/1")

@@ -43,6 +43,43 @@ def test_listing_entries() -> None:
     assert result.warning and "skipped 1" in result.warning and result.error is None
 
 
+CARDS = '<div class="card"><a href="/a/1">One</a></div>'
+
+
+@pytest.mark.parametrize(("markup", "expected"), [
+    ('<a class="next" rel="next" href="?page=2">Next</a>', "https://x.org/news?page=2"),
+    ('<a rel="nofollow next" href="/news/2">2</a>', "https://x.org/news/2"),
+    ('<a rel=" NoFollow\tNEXT " href="/news/2">2</a>', "https://x.org/news/2"),
+    ('<a rel="prev" href="/news/0">0</a><a rel="next" href="/news/2">2</a>', "https://x.org/news/2"),
+    ('<a rel="nextpage" href="/news/9">9</a><a class="next" href="/news/9">9</a>', None),
+    ('<a rel="next">no href</a>', None),
+    ('<a rel="next" href="/news">this page</a>', None),
+])
+def test_listing_without_next_selector_follows_rel_next(markup: str, expected: str | None) -> None:
+    result = parse_listing(f"<html><body>{CARDS}{markup}</body></html>", url="https://x.org/news",
+                           selectors=Selectors(item="div.card"))
+    assert result.next_page == expected and result.error is None
+
+
+def test_listing_link_rel_next_in_head_comes_first() -> None:
+    html = ('<html><head><link rel="Next" href="/news?page=2"></head><body>'
+            f'{CARDS}<a rel="next" href="/news?other=1">more</a></body></html>')
+    result = parse_listing(html, url="https://x.org/news", selectors=Selectors(item="div.card"))
+    assert result.next_page == "https://x.org/news?page=2"
+
+
+def test_listing_next_selector_wins_over_rel_next() -> None:
+    html = (f'<html><head><link rel="next" href="/rel"></head><body>{CARDS}'
+            '<a rel="next" href="/rel-a">r</a><span class="more"><a href="/chosen">m</a></span>'
+            "</body></html>")
+    chosen = parse_listing(html, url="https://x.org/news",
+                           selectors=Selectors(item="div.card", next="span.more a"))
+    assert chosen.next_page == "https://x.org/chosen"
+    nothing = parse_listing(html, url="https://x.org/news",
+                            selectors=Selectors(item="div.card", next="nav.pager a"))
+    assert nothing.next_page is None  # a configured selector that finds nothing: no next page
+
+
 def test_listing_item_is_the_link_itself() -> None:
     html = ('<a class="card" href="/a"><h3>One</h3><time>13:05, 04 Февраля 2025</time></a>'
             '<a class="card" href="/a"><h3>Duplicate</h3></a>')

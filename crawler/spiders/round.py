@@ -82,6 +82,7 @@ class RoundSpider(scrapy.Spider):
         self.ledger.request_added(poll)
         if role in ("document", "page"):
             poll.pages += 1
+            poll.page_urls.add(canonical_url(url))
         obey = poll.spec.obey_robots if poll.spec.obey_robots is not None \
             else self.context.job.crawl.obey_robots
         meta = {"newsmon_source": poll.spec.id, "newsmon_role": role,
@@ -152,18 +153,21 @@ class RoundSpider(scrapy.Spider):
             return
         entries = result.entries[:max(0, MAX_ENTRIES - poll.entries)]
         poll.entries += len(entries)
-        yield from self._follow(poll, result)
+        yield from self._follow(poll, result, response.url)
         yield from self._items(poll, response, entries)
 
-    def _follow(self, poll: SourcePoll, result: ParseResult) -> Iterator[Request]:
+    def _follow(self, poll: SourcePoll, result: ParseResult, page_url: str) -> Iterator[Request]:
         spec = poll.spec
+        poll.page_urls.add(canonical_url(page_url))  # where a redirect led
         if result.follow and spec.kind == "sitemap" and poll.pages == 1:
             for url in result.follow[:MAX_CHILD_SITEMAPS]:
                 if is_http_url(url) and len(url) <= MAX_URL_LENGTH:
                     yield self.request(poll, url, self.parse_page, self.page_failed, role="page")
-        if result.next_page and spec.kind in ("html", "telegram") and poll.pages < spec.max_pages \
-                and is_http_url(result.next_page) and len(result.next_page) <= MAX_URL_LENGTH:
-            yield self.request(poll, result.next_page, self.parse_page, self.page_failed, role="page")
+        nxt = result.next_page
+        if nxt and spec.kind in ("html", "telegram") and poll.pages < spec.max_pages \
+                and is_http_url(nxt) and len(nxt) <= MAX_URL_LENGTH \
+                and canonical_url(nxt) not in poll.page_urls:  # a page already read: a loop
+            yield self.request(poll, nxt, self.parse_page, self.page_failed, role="page")
 
     def parse_page(self, response: Response) -> Iterator[Any]:
         """A further listing page or a child sitemap: its errors are warnings of the poll."""

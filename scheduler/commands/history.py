@@ -7,6 +7,8 @@ import json
 import os
 import sys
 import tempfile
+import textwrap
+from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +43,13 @@ CSV_COLUMNS = ["id", "source", "published_at", "first_seen_at", "organisations",
                "canonical_url", "language", "story_id", "version", "content_hash"]
 
 
-def print_items(items: list[dict[str, Any]], fmt: str) -> None:
-    out = sys.stdout
+TABLE_MAX = 1000  # rows the table format shows (it is laid out whole); the others stream
+
+
+def print_items(items: Iterable[dict[str, Any]], fmt: str, out: IO[str]) -> None:
+    """Write ``items`` as they come: only the current item is held (the table excepted)."""
     if fmt == "json":
-        out.write(json.dumps(items, ensure_ascii=False, indent=2) + "\n")
+        _write_json_array(items, out)
     elif fmt == "jsonl":
         for item in items:
             out.write(json.dumps(item, ensure_ascii=False) + "\n")
@@ -55,7 +60,16 @@ def print_items(items: list[dict[str, Any]], fmt: str) -> None:
             row = {**item, "organisations": ";".join(item["organisations"])}
             writer.writerow([row.get(c) if row.get(c) is not None else "" for c in CSV_COLUMNS])
     else:
-        _print_table(items)
+        _print_table(list(items))
+
+
+def _write_json_array(items: Iterable[dict[str, Any]], out: IO[str]) -> None:
+    """The bytes of ``json.dumps(list(items), ensure_ascii=False, indent=2)``, one item at a time."""
+    separator = "[\n"
+    for item in items:
+        out.write(separator + textwrap.indent(json.dumps(item, ensure_ascii=False, indent=2), "  "))
+        separator = ",\n"
+    out.write("[]\n" if separator == "[\n" else "\n]\n")
 
 
 def _print_table(items: list[dict[str, Any]]) -> None:
@@ -82,7 +96,9 @@ def _print_table(items: list[dict[str, Any]]) -> None:
 @click.option("--source", "sources", multiple=True, metavar="ID", help="Only items of this source.")
 @click.option("--since", callback=_since, metavar="T", help="From this ISO date or time.")
 @click.option("--until", callback=_until, metavar="T", help="Up to this ISO date or time.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), metavar="N",
+              help=f"Up to N items (no maximum; the table format shows at most {TABLE_MAX:,} "
+                   "and says so when there are more).")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "jsonl", "csv"]))
 @pass_app
@@ -92,6 +108,7 @@ def search(app: AppContext, query: str | None, orgs: tuple[str, ...], sources: t
 
     QUERY is full text: words (all must appear), "exact phrases", OR between
     alternatives, -word to exclude. Words match in any grammatical form.
+    json, jsonl and csv stream any number of items in constant memory.
 
     \b
     Examples:
@@ -99,13 +116,21 @@ def search(app: AppContext, query: str | None, orgs: tuple[str, ...], sources: t
       newsmon search '"мерам доверия" OR CICA -спорт' --since 2025-01-01
       newsmon search --org CICA --format json --limit 10
     """
-    from storage.queries import MAX_LIMIT, SearchFilter, search_items, strip_cursor
+    from storage.queries import SearchFilter, iter_search
 
+    table = fmt == "table"
     flt = SearchFilter(query=query, organisations=orgs, sources=sources, since=since,
-                       until=until, limit=min(limit, MAX_LIMIT))
+                       until=until, limit=min(limit, TABLE_MAX + 1) if table else limit)
     with app.sessions() as session:
-        items = strip_cursor(search_items(session, flt))
-    print_items(items, fmt)
+        items = iter_search(session, flt)
+        if not table:
+            print_items(items, fmt, sys.stdout)
+            return
+        rows = list(items)
+    print_items(rows[:TABLE_MAX], fmt, sys.stdout)
+    if len(rows) > TABLE_MAX:
+        click.echo(f"newsmon: the table shows the first {TABLE_MAX:,} items and there are more; "
+                   f"use --format json, jsonl or csv for up to --limit {limit:,}", err=True)
 
 
 @click.command()
