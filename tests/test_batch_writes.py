@@ -231,6 +231,7 @@ def test_window_and_default_finder(twins):
 def test_signatures_are_datasketch_minhashes():
     """The vectorised MinHash gives datasketch's affine32 values (stored signatures stay valid)."""
     import datasketch
+
     from crawler.stories import _TAG, NUM_PERM, SEED, band_keys, shingles, words
 
     items = [write("trend", 1, TREND), write("azertac", 1, AZERTAC), write("x", 1, ("СВМДА", "Коротко.")),
