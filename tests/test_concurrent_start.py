@@ -214,6 +214,7 @@ def check_database(db_url: str, *, seeded: bool) -> None:
         engine.dispose()
 
 
+@pytest.mark.timeout(120 + 120 * REPEAT)
 @pytest.mark.parametrize("state", ["new", "outdated"])
 def test_six_commands_start_together(state, new_database, site: Site, tmp_path):
     feed = site.unique("/concurrent-start")
