@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import fcntl
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -115,17 +117,86 @@ def _alembic_config(engine: Engine) -> Any:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Apply every pending migration (idempotent)."""
+# pg_advisory_xact_lock key that serialises schema migrations ("nwmg"), apart from WRITE_LOCK_KEY.
+MIGRATE_LOCK_KEY = 0x6E776D67
+
+
+def migrate_lock_path(engine: Engine) -> Path | None:
+    """``<database>.migrate.lock`` next to an SQLite file; None for PostgreSQL and in-memory
+    databases (a private ``:memory:`` database has no one to race with)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser().resolve()
+    return path.with_name(path.name + ".migrate.lock")
+
+
+@contextmanager
+def _flock(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (none when None), waited for; the kernel drops it if
+    the process dies, so a crashed migration never leaves a stale lock."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply every pending migration (up to ``revision``); idempotent and safe when several
+    processes start at once on a new or outdated database.
+
+    A current schema costs one cheap check and takes no lock. Otherwise the migration runs
+    serialised, and re-checks what is left to do once it holds the lock, so a process that
+    waited for another one's migration finds the schema current and does nothing:
+
+    - SQLite: an exclusive ``flock`` on ``<database>.migrate.lock``, and the whole migration in
+      one ``BEGIN IMMEDIATE`` transaction (SQLite's DDL is transactional, but Python's sqlite3
+      otherwise runs each CREATE on its own), so a crash half-way leaves the old schema intact.
+    - PostgreSQL: ``pg_advisory_xact_lock(MIGRATE_LOCK_KEY)`` in the migration's transaction,
+      released by its commit, when the new schema becomes visible to the process that waited.
+    """
     from alembic import command
 
     try:
-        with engine.begin() as connection:
-            config = _alembic_config(engine)
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        if revision == "head" and is_current(engine):
+            return
+        with _flock(migrate_lock_path(engine)), engine.connect() as connection:
+            with _migration_transaction(connection):
+                config = _alembic_config(engine)
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)  # reads the version under the lock
     except (OperationalError, DBAPIError) as exc:
         raise DatabaseError(f"cannot open or migrate the database: {exc.orig}") from None
+    except OSError as exc:
+        raise DatabaseError(f"cannot lock the database for migrating: {exc}") from None
+
+
+@contextmanager
+def _migration_transaction(connection: Connection) -> Iterator[None]:
+    """One transaction around the whole migration, holding the backend's migration lock."""
+    if connection.dialect.name != "sqlite":
+        with connection.begin():
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK_KEY})
+            yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    isolation = raw.isolation_level
+    raw.isolation_level = None  # the driver's own BEGIN would come only before the first INSERT
+    try:
+        with connection.begin():
+            if not raw.in_transaction:  # an engine made with sqlite_immediate=True has begun
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield
+    finally:
+        raw.isolation_level = isolation
 
 
 def is_current(engine: Engine) -> bool:

@@ -204,6 +204,7 @@ class StoryBand(Base):
     __table_args__ = (
         Index("ix_story_bands_band", "band", "seen_at"),
         Index("ix_story_bands_item", "item_id"),
+        Index("ix_story_bands_seen", "seen_at"),  # the prune deletes by age
     )
 
 
@@ -277,7 +278,10 @@ class FetchLog(Base):
     matched: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(128))
 
-    __table_args__ = (Index("ix_fetch_log_source", "source_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_fetch_log_source", "source_id", "started_at"),
+        Index("ix_fetch_log_started", "started_at"),  # the prune deletes by age
+    )
 
 
 class Worker(Base):

@@ -299,11 +299,14 @@ SYNC_LOCK = 0x6E65_7774
 
 def sync_sources(session: Session, rows: Iterable[SourceRow], now: datetime) -> None:
     """Insert new sources, update changed definitions; keep polling state. Sources no longer
-    configured are disabled (their items stay). On PostgreSQL, workers starting together sync
-    one after the other (a transaction-level advisory lock), never inserting a source twice."""
+    configured are disabled (their items stay). Processes starting together sync one after the
+    other, never inserting a source twice: on PostgreSQL a transaction-level advisory lock, on
+    SQLite the database's write lock, taken before the read by a write that changes nothing."""
     rows = list(rows)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK})
+    else:
+        session.execute(text("UPDATE sources SET id = id WHERE 0"))
     existing = {s.id: s for s in session.scalars(select(Source))}
     for row in rows:
         source = existing.get(row.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -39,13 +39,14 @@ def pg_template() -> str | None:
     return TEMPLATE
 
 
-def _new_pg_database(template: str) -> str:
+def _new_pg_database(template: str | None) -> str:
+    """A new database copied from ``template``; an empty one (no tables) when None."""
     url = pg_server_url()
     assert url is not None
     name = f"newsmon_t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     admin.dispose()
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
@@ -82,6 +83,36 @@ def _fresh_pg_database(pg_template: str | None) -> Iterator[str]:
     url = _new_pg_database(pg_template)
     yield url
     _drop_pg_database(url)
+
+
+def require_pg_server() -> None:
+    """Skip without a PostgreSQL server (fail on CI, which must have one)."""
+    if pg_server_url() is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_ENV} is not set: CI must run the PostgreSQL tests")
+        pytest.skip(f"{PG_ENV} not set")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], str]]:
+    """Makes URLs of new, empty (never migrated) databases, once for SQLite and once for
+    PostgreSQL; the PostgreSQL ones are dropped afterwards."""
+    backend = request.param
+    made: list[str] = []
+
+    def make() -> str:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / f'new-{len(made)}' / 'newsmon.db'}"
+        else:
+            require_pg_server()
+            url = _new_pg_database(None)
+        made.append(url)
+        return url
+
+    yield make
+    for url in made:
+        if url.startswith("postgresql"):
+            _drop_pg_database(url)
 
 
 @pytest.fixture
