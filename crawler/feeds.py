@@ -192,7 +192,16 @@ def _entry(raw: Mapping[str, Any], *, url: str, timezone: str,
         published_at=_entry_date(raw, timezone),
         language=language or _language((raw.get("title_detail") or {}).get("language")),
         full_text=full_text,
+        updated=str(raw["updated"]) if raw.get("updated") else None,
+        enclosure=_enclosure(raw),
     )
+
+
+def _enclosure(raw: Mapping[str, Any]) -> str | None:
+    for link in raw.get("enclosures") or []:
+        if isinstance(link, Mapping) and isinstance(link.get("href"), str):
+            return link["href"]
+    return None
 
 
 def _entry_link(raw: Mapping[str, Any], base: str) -> str | None:
@@ -325,4 +334,5 @@ def _json_feed_entry(item: Mapping[str, Any], base: str, timezone: str,
         published_at=parse_date(date, timezone=timezone) if isinstance(date, str) else None,
         language=language or _language(item.get("language")),
         full_text=bool(html or text_value),
+        updated=str(item["date_modified"]) if item.get("date_modified") else None,
     )
