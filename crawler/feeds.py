@@ -192,9 +192,16 @@ def _entry(raw: Mapping[str, Any], *, url: str, timezone: str,
         published_at=_entry_date(raw, timezone),
         language=language or _language((raw.get("title_detail") or {}).get("language")),
         full_text=full_text,
-        updated=str(raw["updated"]) if raw.get("updated") else None,
+        updated=_updated(raw),
         enclosure=_enclosure(raw),
     )
+
+
+def _updated(raw: Mapping[str, Any]) -> str | None:
+    """The entry's own ``updated`` value (dict.get: feedparser's ``get`` falls back to
+    ``published`` with a DeprecationWarning)."""
+    value = dict.get(raw, "updated") if isinstance(raw, dict) else raw.get("updated")
+    return str(value) if value else None
 
 
 def _enclosure(raw: Mapping[str, Any]) -> str | None:
