@@ -192,7 +192,23 @@ def _entry(raw: Mapping[str, Any], *, url: str, timezone: str,
         published_at=_entry_date(raw, timezone),
         language=language or _language((raw.get("title_detail") or {}).get("language")),
         full_text=full_text,
+        updated=_updated(raw),
+        enclosure=_enclosure(raw),
     )
+
+
+def _updated(raw: Mapping[str, Any]) -> str | None:
+    """The entry's own ``updated`` value (dict.get: feedparser's ``get`` falls back to
+    ``published`` with a DeprecationWarning)."""
+    value = dict.get(raw, "updated") if isinstance(raw, dict) else raw.get("updated")
+    return str(value) if value else None
+
+
+def _enclosure(raw: Mapping[str, Any]) -> str | None:
+    for link in raw.get("enclosures") or []:
+        if isinstance(link, Mapping) and isinstance(link.get("href"), str):
+            return link["href"]
+    return None
 
 
 def _entry_link(raw: Mapping[str, Any], base: str) -> str | None:
@@ -325,4 +341,5 @@ def _json_feed_entry(item: Mapping[str, Any], base: str, timezone: str,
         published_at=parse_date(date, timezone=timezone) if isinstance(date, str) else None,
         language=language or _language(item.get("language")),
         full_text=bool(html or text_value),
+        updated=str(item["date_modified"]) if item.get("date_modified") else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,6 +22,16 @@ class Entry:
     published_at: datetime | None = None
     language: str | None = None
     full_text: bool = False
+    updated: str | None = None  # the feed's own "updated" value, as given
+    enclosure: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """What the source says of the item: a feed that edits an entry (its title, summary,
+        dates, link or enclosure) changes this, so the entry is read again."""
+        parts = (self.url, self.title, self.text, self.guid or "", self.updated or "",
+                 self.published_at.isoformat() if self.published_at else "", self.enclosure or "")
+        return "sha256:" + hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass
@@ -62,3 +73,4 @@ class ItemRecord:
     raw_url: str = ""
     raw_headers: dict[str, str] = field(default_factory=dict)
     raw_status: int = 200
+    entry_hash: str | None = None  # Entry.fingerprint of the entry it came from

@@ -314,5 +314,5 @@ def item_write(item: CrawledItem) -> ItemWrite:
         fetched_at=record.fetched_at or datetime.now(UTC), guid=record.guid,
         language=record.language, published_at=record.published_at, matches=item.matches,
         raw=record.raw, raw_url=record.raw_url or record.url, raw_status=record.raw_status,
-        raw_headers=record.raw_headers,
+        raw_headers=record.raw_headers, entry_hash=record.entry_hash,
     )

@@ -99,7 +99,8 @@ class Story(Base):
 
 
 class Item(Base):
-    """One item of one source, identified by its canonical URL (and its feed GUID)."""
+    """One item, identified by its canonical URL across all sources (and, second, by a source's
+    feed GUID, see ItemSource); ``source_id`` is the first source that carried it."""
 
     __tablename__ = "items"
 
@@ -127,21 +128,55 @@ class Item(Base):
     versions: Mapped[list[ItemVersion]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="ItemVersion.version"
     )
+    links: Mapped[list[ItemSource]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", order_by="ItemSource.id", lazy="selectin"
+    )
+
+    @property
+    def source_ids(self) -> list[str]:
+        """Every source that carried the item, in the order first seen."""
+        return [link.source_id for link in self.links] or [self.source_id]
 
     __table_args__ = (
+        # (source_id, url_key) is implied by uq_items_url; kept from the first schema.
         UniqueConstraint("source_id", "url_key", name="uq_items_source_url"),
+        Index("uq_items_url", "url_key", unique=True),
+        Index("ix_items_sort", "sort_at"),
+        Index("ix_items_source_sort", "source_id", "sort_at"),
+        Index("ix_items_source_seen", "source_id", "first_seen_at"),
+        Index("ix_items_story", "story_id"),
+    )
+
+
+class ItemSource(Base):
+    """A source that carries an item: its GUID for the item, what it last said of it (the
+    content hash, so two sources with different summaries of one article do not make a new
+    version at every poll) and its entry's fingerprint (so a feed's edits are noticed)."""
+
+    __tablename__ = "item_sources"
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    guid_key: Mapped[str | None] = mapped_column(String(64))
+    content_hash: Mapped[str | None] = mapped_column(String(80))
+    entry_hash: Mapped[str | None] = mapped_column(String(80))
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    item: Mapped[Item] = relationship(back_populates="links")
+
+    __table_args__ = (
+        UniqueConstraint("item_id", "source_id", name="uq_item_sources_item_source"),
         Index(
-            "uq_items_source_guid",
+            "uq_item_sources_source_guid",
             "source_id",
             "guid_key",
             unique=True,
             sqlite_where=guid_key.isnot(None),
             postgresql_where=guid_key.isnot(None),
         ),
-        Index("ix_items_sort", "sort_at"),
-        Index("ix_items_source_sort", "source_id", "sort_at"),
-        Index("ix_items_source_seen", "source_id", "first_seen_at"),
-        Index("ix_items_story", "story_id"),
+        # a source's items: the search filter, status counts and cadence (covering)
+        Index("ix_item_sources_source_seen", "source_id", "first_seen_at", "item_id"),
     )
 
 

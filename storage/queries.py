@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
-from storage.models import AlertEvent, FetchLog, Item, Match, Source, Worker
+from storage.models import AlertEvent, FetchLog, Item, ItemSource, Match, Source, Worker
 from storage.search import fts5_excluded, fts5_match, parse_query, tsquery
 from storage.serialize import iso, item_dict, version_dict
 
@@ -102,6 +102,20 @@ def _organisations(session: Session, organisations: Sequence[str]) -> Any:
     return _walk_id(found < SELECTIVE).in_(select(Match.item_id).where(Match.organisation.in_(orgs)))
 
 
+def _sources(session: Session, sources: Sequence[str]) -> Any:
+    """Items carried by any of ``sources`` (not only first seen there)."""
+    ids = list(sources)
+    carried = select(ItemSource.item_id).where(ItemSource.source_id.in_(ids))
+    if session.get_bind().dialect.name != "sqlite":
+        return Item.id.in_(carried)
+    placeholders = ", ".join(f":s{i}" for i in range(len(ids)))
+    found = _count_upto(session, f"SELECT 1 FROM item_sources WHERE source_id IN ({placeholders})",
+                        {f"s{i}": s for i, s in enumerate(ids)})
+    if found >= UBIQUITOUS:
+        return exists().where(ItemSource.item_id == Item.id, ItemSource.source_id.in_(ids))
+    return _walk_id(found < SELECTIVE).in_(carried)
+
+
 def search_items(session: Session, flt: SearchFilter) -> list[dict[str, Any]]:
     """Items matching ``flt``, newest first, as contract ITEM objects (at most
     :data:`MAX_LIMIT`: one page; :func:`iter_search` reads any number).
@@ -141,7 +155,7 @@ def _search_clauses(session: Session, flt: SearchFilter) -> list[Any]:
     elif flt.matched_only:
         clauses.append(exists().where(Match.item_id == Item.id))
     if flt.sources:
-        clauses.append(Item.source_id.in_(list(flt.sources)))
+        clauses.append(_sources(session, flt.sources))
     if flt.since is not None:
         clauses.append(Item.sort_at >= flt.since)
     if flt.until is not None:
@@ -228,8 +242,8 @@ def latency_stats(session: Session, limit: int = 1000) -> dict[str, Any]:
 
 def _usual_gap(session: Session, source_id: str) -> float | None:
     """Median gap in seconds between the source's recent new items (its usual cadence)."""
-    seen = session.scalars(select(Item.first_seen_at).where(Item.source_id == source_id)
-                           .order_by(Item.first_seen_at.desc()).limit(20)).all()
+    seen = session.scalars(select(ItemSource.first_seen_at).where(ItemSource.source_id == source_id)
+                           .order_by(ItemSource.first_seen_at.desc()).limit(20)).all()
     gaps = [(a - b).total_seconds() for a, b in zip(seen, seen[1:], strict=False)]
     gaps = [g for g in gaps if g > 1]
     return statistics.median(gaps) if len(gaps) >= 3 else None
@@ -237,7 +251,8 @@ def _usual_gap(session: Session, source_id: str) -> float | None:
 
 def source_status(session: Session, now: datetime, silence_factor: float = 3.0) -> list[dict[str, Any]]:
     """Per source: polling state, counts, the last error and whether it has gone silent."""
-    counts = dict(session.execute(select(Item.source_id, func.count()).group_by(Item.source_id)).all())
+    counts = dict(session.execute(select(ItemSource.source_id, func.count())
+                                  .group_by(ItemSource.source_id)).all())
     out = []
     for source in session.scalars(select(Source).order_by(Source.id)):
         gap = _usual_gap(session, source.id)

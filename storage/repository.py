@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, insert, or_, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -22,6 +22,7 @@ from storage.models import (
     FetchLog,
     Item,
     ItemSignature,
+    ItemSource,
     ItemVersion,
     Match,
     Source,
@@ -67,6 +68,8 @@ class ItemWrite:
     raw_url: str | None = None
     raw_status: int | None = None
     raw_headers: dict[str, str] = field(default_factory=dict)
+    # The fingerprint of the feed entry (title, summary, dates, link, enclosure) it came from.
+    entry_hash: str | None = None
     # Derived values computed ahead, outside the write transaction (``storage.writes.prepare``).
     prepared: Prepared | None = None
 
@@ -135,14 +138,43 @@ class StoryFinder:
 
 
 def find_item(session: Session, source_id: str, canonical_url: str, guid: str | None) -> Item | None:
-    """The stored item with this canonical URL, else this GUID, in this source."""
-    url_key = key_of(canonical_url)
-    identity = Item.url_key == url_key
-    if guid:
-        identity = or_(identity, Item.guid_key == key_of(guid))
-    found = session.scalars(select(Item).where(Item.source_id == source_id, identity)).all()
-    by_url = [item for item in found if item.url_key == url_key]
-    return (by_url or found or [None])[0]
+    """The stored item with this canonical URL (in any source), else with this GUID in this
+    source (a GUID is unique within its source only)."""
+    item = session.scalar(select(Item).where(Item.url_key == key_of(canonical_url)))
+    if item is None and guid:
+        item = session.scalar(select(Item).join(ItemSource, ItemSource.item_id == Item.id).where(
+            ItemSource.source_id == source_id, ItemSource.guid_key == key_of(guid)))
+    return item
+
+
+@dataclass(frozen=True)
+class KnownEntry:
+    """What the database knows of an entry a source lists: is it stored, does this source
+    already carry it, and the fingerprint of its entry when this source last gave it."""
+
+    item_id: int
+    linked: bool
+    entry_hash: str | None
+
+
+def known_entries(session: Session, source_id: str, canonical_urls: Iterable[str]) -> dict[str, KnownEntry]:
+    """{canonical URL: KnownEntry} of the stored items among ``canonical_urls``."""
+    urls = {key_of(url): url for url in canonical_urls}
+    found: dict[str, KnownEntry] = {}
+    keys = sorted(urls)
+    for start in range(0, len(keys), 400):
+        chunk = keys[start:start + 400]
+        items = dict(session.execute(select(Item.id, Item.url_key).where(Item.url_key.in_(chunk))).all())
+        links = dict(session.execute(select(ItemSource.item_id, ItemSource.entry_hash).where(
+            ItemSource.source_id == source_id, ItemSource.item_id.in_(list(items)))).all()) if items else {}
+        for item_id, url_key in items.items():
+            found[urls[url_key]] = KnownEntry(item_id, item_id in links, links.get(item_id))
+    return found
+
+
+def find_link(session: Session, item_id: int, source_id: str) -> ItemSource | None:
+    return session.scalar(select(ItemSource).where(ItemSource.item_id == item_id,
+                                                   ItemSource.source_id == source_id))
 
 
 def save_item(
@@ -153,11 +185,20 @@ def save_item(
     now: datetime | None = None,
 ) -> SaveResult:
     """Store ``write`` idempotently: nothing when its content is known, a new version when it
-    changed, and alert events for organisations its story has not been alerted for yet."""
+    changed, and alert events for organisations its story has not been alerted for yet.
+
+    An item another source already carries gains this source (no version, no alert: the same
+    article); a source that repeats what it said before changes nothing, even when another
+    source has since given the item a different text."""
     now = now or write.fetched_at
     stories = stories or StoryFinder()
     item = find_item(session, write.source_id, write.canonical_url, write.guid)
-    if item is not None and item.content_hash == write.content_hash:
+    link = find_link(session, item.id, write.source_id) if item is not None else None
+    if item is not None and (link is None or write.content_hash in (item.content_hash, link.content_hash)):
+        if link is None:
+            item.links.append(_link_row(write, now))
+        else:
+            link.content_hash, link.entry_hash = write.content_hash, write.entry_hash or link.entry_hash
         return SaveResult(item.id, "unchanged", item.version, item.story_id,
                           sorted({m.organisation for m in item.matches}))
     status: Literal["new", "updated"] = "new" if item is None else "updated"
@@ -168,6 +209,9 @@ def save_item(
             guid_key=key_of(write.guid) if write.guid else None, first_seen_at=now, version=0,
         )
         session.add(item)
+    else:
+        assert link is not None
+        link.content_hash, link.entry_hash = write.content_hash, write.entry_hash or link.entry_hash
     item.title, item.text, item.language = write.title, write.text, write.language
     item.published_at = write.published_at or item.published_at
     item.sort_at = item.published_at or item.first_seen_at
@@ -177,12 +221,20 @@ def save_item(
     item.matches = [Match(**vars(m)) for m in write.matches]
     session.add(_version_row(item, write))
     session.flush()
+    if status == "new":
+        item.links.append(_link_row(write, now))
     index_item(session, item, fresh=status == "new",
                terms=write.prepared.terms if write.prepared is not None else None)
     _assign_story(session, item, write, stories, now, fresh=status == "new")
     events = _enqueue_alerts(session, item, channels, now)
     return SaveResult(item.id, status, item.version, item.story_id,
                       sorted({m.organisation for m in item.matches}), events)
+
+
+def _link_row(write: ItemWrite, now: datetime) -> ItemSource:
+    return ItemSource(source_id=write.source_id,
+                      guid_key=key_of(write.guid) if write.guid else None,
+                      content_hash=write.content_hash, entry_hash=write.entry_hash, first_seen_at=now)
 
 
 def _version_row(item: Item, write: ItemWrite) -> ItemVersion:

@@ -31,6 +31,7 @@ def item_dict(item: Item, matches: list[Match] | None = None) -> dict[str, Any]:
     return {
         "id": item.id,
         "source": item.source_id,
+        "sources": item.source_ids,
         "url": item.url,
         "canonical_url": item.canonical_url,
         "title": item.title,

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import AlertEvent, FetchLog, Item, Match, Source
+from storage.models import AlertEvent, FetchLog, Item, ItemSource, Match, Source
 
 
 def _day(session: Session) -> ColumnElement[Any]:
@@ -32,7 +32,7 @@ def mentions_per_day(session: Session, since: datetime, until: datetime,
     if organisations:
         stmt = stmt.where(Match.organisation.in_(list(organisations)))
     if sources:
-        stmt = stmt.where(Item.source_id.in_(list(sources)))
+        stmt = stmt.where(Item.id.in_(select(ItemSource.item_id).where(ItemSource.source_id.in_(list(sources)))))
     out: dict[str, dict[str, int]] = {}
     for org, when, count in session.execute(stmt):
         key = when.isoformat() if isinstance(when, date) else str(when)[:10]

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from storage.errors import ImportLineError
-from storage.models import Item, ItemVersion, Match, Source, Story
+from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
 from storage.repository import index_item, key_of
 from storage.serialize import item_dict, raw_body, version_dict
 
@@ -143,6 +143,10 @@ def _check(record: Any) -> dict[str, Any]:
     for key in ("source", "url", "canonical_url"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise ImportLineError(f"{key}: missing or not a string")
+    sources = record.get("sources") or [record["source"]]  # exports before `sources` had one
+    if not isinstance(sources, list) or not all(isinstance(s, str) and s for s in sources):
+        raise ImportLineError("sources: expected a list of source ids")
+    record["_sources"] = list(dict.fromkeys([record["source"], *sources]))
     return record
 
 
@@ -224,13 +228,23 @@ class Importer:
             self.session.flush()
 
     def _record(self, record: dict[str, Any]) -> None:
-        self._source(record["source"])
+        """One record, under the identity rules: the item with its canonical URL (in any
+        source), else with its GUID in its source; new versions for content not yet stored."""
+        for source_id in record["_sources"]:
+            self._source(source_id)
+        guid_key = key_of(record["guid"]) if isinstance(record.get("guid"), str) and record["guid"] else None
         item = self.session.scalar(select(Item).options(selectinload(Item.versions)).where(
-            Item.source_id == record["source"], Item.url_key == key_of(record["canonical_url"])))
+            Item.url_key == key_of(record["canonical_url"])))
+        if item is None and guid_key is not None:
+            item = self.session.scalar(
+                select(Item).options(selectinload(Item.versions))
+                .join(ItemSource, ItemSource.item_id == Item.id)
+                .where(ItemSource.source_id == record["source"], ItemSource.guid_key == guid_key))
         fresh = item is None
         if item is None:
             item = self._new_item(record)
             self.report.items_new += 1
+        self._link(item, record, guid_key)
         known = {v.content_hash for v in item.versions}
         added = 0
         for v in record["_versions"]:
@@ -252,6 +266,21 @@ class Importer:
         item.matches = [Match(**m) for m in record["_matches"]]
         self.session.flush()
         index_item(self.session, item, fresh=fresh)
+
+    def _link(self, item: Item, record: dict[str, Any], guid_key: str | None) -> None:
+        """The record's sources become the item's (the GUID belongs to its first source,
+        unless that source already gave it to another item)."""
+        linked = {link.source_id for link in item.links}
+        for source_id in record["_sources"]:
+            if source_id in linked:
+                continue
+            key = guid_key if source_id == record["source"] else None
+            if key is not None and self.session.scalar(select(ItemSource.id).where(
+                    ItemSource.source_id == source_id, ItemSource.guid_key == key)) is not None:
+                key = None
+            item.links.append(ItemSource(source_id=source_id, guid_key=key, first_seen_at=item.first_seen_at,
+                                         content_hash=record["_versions"][-1]["content_hash"]))
+            linked.add(source_id)
 
     def _new_item(self, record: dict[str, Any]) -> Item:
         first_seen = record["_first_seen"] or self.now

@@ -24,6 +24,7 @@ from storage.models import (
     AlertKey,
     Item,
     ItemSignature,
+    ItemSource,
     ItemVersion,
     Match,
     Story,
@@ -49,12 +50,20 @@ LOOKUP_CHUNK = 400  # identity keys per lookup query (well under every backend's
 
 @dataclass(frozen=True)
 class Stored:
-    """What the lookup needs to know of an existing item."""
+    """What the lookup needs to know of an existing item, and of its link to the write's source
+    (None when that source has not carried it yet)."""
 
     id: int
     content_hash: str
     version: int
     story_id: int | None
+    link: tuple[str | None, str | None] | None = None  # (content hash, entry hash) of this source
+
+    def unchanged_for(self, write: ItemWrite) -> bool:
+        """True when storing ``write`` writes nothing: its source carries the item and said
+        exactly this before (content and feed entry)."""
+        return (self.link is not None and self.link[0] == write.content_hash
+                and (write.entry_hash is None or self.link[1] == write.entry_hash))
 
 
 def prepare(writes: Sequence[ItemWrite], stories: StoryFinder) -> None:
@@ -95,7 +104,7 @@ class _Batch:
         # Before any write of the batch: an unchanged item's result is its state before it.
         organisations = _organisations(self.session, [
             row.id for row, w in zip(stored, self.writes, strict=True)
-            if row is not None and row.content_hash == w.content_hash])
+            if row is not None and row.unchanged_for(w)])
         claimed: set[tuple[str, str, str]] = set()
         touched: set[int] = set()
         for index, write in enumerate(self.writes):
@@ -105,7 +114,7 @@ class _Batch:
                 self._one_by_one(index)  # named twice in the batch: see the earlier write
             elif row is None:
                 self.pending.append(index)
-            elif row.content_hash == write.content_hash:
+            elif row.unchanged_for(write):
                 self.results[index] = SaveResult(row.id, "unchanged", row.version, row.story_id,
                                                  organisations.get(row.id, []))
             else:
@@ -161,38 +170,56 @@ def _terms(write: ItemWrite) -> str:
 
 
 def _identity(write: ItemWrite) -> set[tuple[str, str, str]]:
-    keys = {("url", write.source_id, key_of(write.canonical_url))}
+    keys = {("url", "", key_of(write.canonical_url))}
     if write.guid:
         keys.add(("guid", write.source_id, key_of(write.guid)))
     return keys
 
 
 def _lookup(session: Session, writes: list[ItemWrite]) -> list[Stored | None]:
-    """The stored item of each write: by canonical URL, else by GUID, in its source.
+    """The stored item of each write: by canonical URL in any source, else by GUID in its
+    source; with the item's link to the write's source.
 
-    One indexed search per source and key kind (``source_id = ? AND url_key IN (…)``): SQLite
-    answers row values (``(source_id, url_key) IN (…)``) or an OR of the two kinds by scanning."""
-    by_url: dict[tuple[str, str], Stored] = {}
-    by_guid: dict[tuple[str, str], Stored] = {}
-    pairs = [(w.source_id, key_of(w.canonical_url), key_of(w.guid) if w.guid else None) for w in writes]
-    wanted: dict[tuple[str, str], list[str]] = {}
-    for source, url, guid in pairs:
-        wanted.setdefault((source, "url"), []).append(url)
-        if guid is not None:
-            wanted.setdefault((source, "guid"), []).append(guid)
-    columns = (Item.id, Item.source_id, Item.url_key, Item.guid_key, Item.content_hash, Item.version,
-               Item.story_id)
-    for (source, kind), keys in wanted.items():
-        column = Item.url_key if kind == "url" else Item.guid_key
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            query = select(*columns).where(Item.source_id == source, column.in_(keys[start:start + LOOKUP_CHUNK]))
-            for row in session.execute(query):
-                stored = Stored(row.id, row.content_hash, row.version, row.story_id)
-                by_url[(row.source_id, row.url_key)] = stored
-                if row.guid_key is not None:
-                    by_guid[(row.source_id, row.guid_key)] = stored
-    return [by_url.get((s, u)) or (by_guid.get((s, g)) if g is not None else None)
-            for s, u, g in pairs]
+    One indexed search per key kind and chunk (``url_key IN (…)``; ``source_id = ? AND guid_key
+    IN (…)`` per source): SQLite answers row values or an OR of the two kinds by scanning."""
+    url_keys = [key_of(w.canonical_url) for w in writes]
+    guids: dict[str, list[str]] = {}
+    for w in writes:
+        if w.guid:
+            guids.setdefault(w.source_id, []).append(key_of(w.guid))
+    columns = (Item.id, Item.url_key, Item.content_hash, Item.version, Item.story_id)
+    items: dict[int, Any] = {}
+    for chunk in _chunks(sorted(set(url_keys))):
+        items.update((row.id, row) for row in session.execute(select(*columns).where(Item.url_key.in_(chunk))))
+    by_guid: dict[tuple[str, str], int] = {}
+    for source, keys in guids.items():
+        for chunk in _chunks(sorted(set(keys))):
+            by_guid.update(((source, g), i) for i, g in session.execute(
+                select(ItemSource.item_id, ItemSource.guid_key).where(
+                    ItemSource.source_id == source, ItemSource.guid_key.in_(chunk))))
+    missing = sorted(set(by_guid.values()) - set(items))
+    for chunk in _chunks(missing):
+        items.update((row.id, row) for row in session.execute(select(*columns).where(Item.id.in_(chunk))))
+    by_url = {row.url_key: row.id for row in items.values()}
+    links: dict[tuple[int, str], tuple[str | None, str | None]] = {}
+    for chunk in _chunks(sorted(items)):
+        for item_id, source, content, entry in session.execute(
+                select(ItemSource.item_id, ItemSource.source_id, ItemSource.content_hash,
+                       ItemSource.entry_hash).where(ItemSource.item_id.in_(chunk))):
+            links[(item_id, source)] = (content, entry)
+    found: list[Stored | None] = []
+    for write, url_key in zip(writes, url_keys, strict=True):
+        item_id = by_url.get(url_key)
+        if item_id is None and write.guid:
+            item_id = by_guid.get((write.source_id, key_of(write.guid)))
+        row = items.get(item_id) if item_id is not None else None
+        found.append(None if row is None else Stored(row.id, row.content_hash, row.version, row.story_id,
+                                                     links.get((row.id, write.source_id))))
+    return found
+
+
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    return [values[start:start + LOOKUP_CHUNK] for start in range(0, len(values), LOOKUP_CHUNK)]
 
 
 def _organisations(session: Session, item_ids: list[int]) -> dict[int, list[str]]:
@@ -248,6 +275,10 @@ def _insert_details(session: Session, writes: list[ItemWrite], item_ids: list[in
              [{"item_id": i, "version": 1, **version_values(w)} for w, i in zip(writes, item_ids, strict=True)])
     _execute(session, insert(Match.__table__),
              [{"item_id": i, **vars(m)} for w, i in zip(writes, item_ids, strict=True) for m in w.matches])
+    _execute(session, insert(ItemSource.__table__), [{
+        "item_id": i, "source_id": w.source_id, "guid_key": key_of(w.guid) if w.guid else None,
+        "content_hash": w.content_hash, "entry_hash": w.entry_hash, "first_seen_at": now}
+        for w, i, now in zip(writes, item_ids, nows, strict=True)])
     _index_new(session, [(i, _terms(w)) for w, i in zip(writes, item_ids, strict=True)])
     pairs = [(i, s, now) for i, s, now in zip(item_ids, signed, nows, strict=True) if s is not None]
     _execute(session, insert(ItemSignature.__table__),
@@ -353,4 +384,5 @@ def _transient_item(write: ItemWrite, item_id: int, story_id: int, now: datetime
                 canonical_url=write.canonical_url, title=write.title,
                 published_at=write.published_at, first_seen_at=now, language=write.language,
                 story_id=story_id, version=1, content_hash=write.content_hash,
-                matches=[Match(**vars(m)) for m in write.matches])
+                matches=[Match(**vars(m)) for m in write.matches],
+                links=[ItemSource(source_id=write.source_id)])

@@ -23,7 +23,7 @@ from scheduler.web.app import create_app
 from storage.models import AlertEvent, FetchLog
 from storage.transfer import Importer
 
-ITEM_KEYS = {"id", "source", "url", "canonical_url", "title", "published_at", "first_seen_at",
+ITEM_KEYS = {"id", "source", "sources", "url", "canonical_url", "title", "published_at", "first_seen_at",
              "language", "organisations", "matches", "story_id", "version", "content_hash"}
 FORMS = {"CICA": "СВМДА", "SCO": "ШОС"}
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from scheduler.cli import cli
 
-ITEM_KEYS = {"id", "source", "url", "canonical_url", "title", "published_at", "first_seen_at",
+ITEM_KEYS = {"id", "source", "sources", "url", "canonical_url", "title", "published_at", "first_seen_at",
              "language", "organisations", "matches", "story_id", "version", "content_hash"}
 CONFIG = """
 [[sources]]
@@ -143,7 +143,7 @@ def test_export_import_round_trip_is_a_no_op(loaded, tmp_path):
     exported = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert len(exported) == 4 and all(len(e["versions"]) >= 1 and "text" in e for e in exported)
     again = loaded("import", str(out))
-    assert again.exit_code == 0 and "0 new items, 0 new versions; 4 unchanged" in again.output
+    assert again.exit_code == 0 and "0 new items, 0 new versions, 4 unchanged" in again.output
     later = loaded("export", "--since-id", str(exported[1]["id"]))
     assert [json.loads(line)["id"] for line in later.stdout.splitlines()] == [e["id"] for e in exported[2:]]
     # stories survive the trip: items 1 and 4 shared story 1 in the file

@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from storage.db import is_current, make_engine, make_session_factory, upgrade
-from storage.models import Base, FetchLog, Item, StoryBand
-from storage.transfer import Importer
+from storage.models import Base, FetchLog, Item, ItemVersion, Source, StoryBand
+from storage.repository import key_of
 from tests.plugins.sites import Site, rss
 
 pytestmark = pytest.mark.slow
@@ -172,18 +172,33 @@ aliases = ["CICA", "СВМДА"]
 
 
 def seed_outdated(db_url: str) -> None:
-    """A database at 0001 with history in it, so 0002 has indexes to build over rows."""
+    """A database at 0001 with history in it, so the later migrations have work over rows.
+    Written with Core inserts into tables 0001 has (today's write path needs today's schema)."""
     engine = make_engine(db_url)
     try:
         upgrade(engine, "0001")
         now = datetime.now(UTC)
-        with make_session_factory(engine)() as session:
-            Importer(session, now).feed(json.dumps(r, ensure_ascii=False) for r in backup_records("old", 5))
-            item_id = session.scalars(select(Item.id)).first()
-            session.add_all([FetchLog(source_id="archive", started_at=now - timedelta(days=40),
-                                      finished_at=now - timedelta(days=40), outcome="ok"),
-                             StoryBand(band=42, item_id=item_id, seen_at=now - timedelta(days=40))])
-            session.commit()
+        with engine.begin() as conn:
+            conn.execute(Source.__table__.insert(), {
+                "id": "archive", "name": "archive", "kind": "feed", "url": "", "host": "", "enabled": False,
+                "interval_seconds": 600.0, "had_items": True, "failures": 0, "created_at": now})
+            for record in backup_records("old", 5):
+                when = datetime.fromisoformat(record["first_seen_at"])
+                item_id = conn.execute(Item.__table__.insert().returning(Item.__table__.c.id), {
+                    "source_id": "archive", "url": record["url"], "canonical_url": record["canonical_url"],
+                    "url_key": key_of(record["canonical_url"]), "title": record["title"],
+                    "text": record["text"], "language": "ru", "published_at": when, "first_seen_at": when,
+                    "updated_at": when, "sort_at": when, "version": 1,
+                    "content_hash": record["content_hash"]}).scalar_one()
+                conn.execute(ItemVersion.__table__.insert(), {
+                    "item_id": item_id, "version": 1, "fetched_at": when, "title": record["title"],
+                    "text": record["text"], "content_hash": record["content_hash"]})
+            conn.execute(FetchLog.__table__.insert(), {
+                "source_id": "archive", "started_at": now - timedelta(days=40),
+                "finished_at": now - timedelta(days=40), "outcome": "ok", "new": 0, "updated": 0,
+                "unchanged": 0, "matched": 0})
+            conn.execute(StoryBand.__table__.insert(), {"band": 42, "item_id": item_id,
+                                                        "seen_at": now - timedelta(days=40)})
         assert not is_current(engine)
     finally:
         engine.dispose()

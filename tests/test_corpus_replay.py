@@ -68,7 +68,10 @@ def test_corpus_replay(site: Site, sqlite_url: str, capfd: pytest.CaptureFixture
     classes = {e.error_class for e in report.sources}
     assert classes <= {None, "parse"}, classes
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert sum(e.new for e in report.sources) > 100  # most corpus entries have no link
+    # Most corpus entries have a link; an article that several corpus feeds carry is one item,
+    # new in the first and linked (unchanged) in the others.
+    assert sum(e.new for e in report.sources) > 40
+    assert sum(e.new + e.unchanged for e in report.sources) > 100
 
     sanitize = {sid for sid, f in by_source.items() if "sanitize" in f.parts}
     with make_session_factory(make_engine(sqlite_url))() as session:

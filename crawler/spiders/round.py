@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import scrapy
 from scrapy import signals
 from scrapy.http import Request, Response
-from sqlalchemy import select
 
 from crawler.articles import extract_article
 from crawler.blocking import detect_block
@@ -25,8 +24,7 @@ from crawler.rendering import parsing_spec, render_meta
 from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.urls import canonical_url, is_http_url
-from storage.models import Item
-from storage.repository import key_of
+from storage.repository import KnownEntry, known_entries
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -188,22 +186,26 @@ class RoundSpider(scrapy.Spider):
     # -- entries, articles ---------------------------------------------------------------------
 
     def _items(self, poll: SourcePoll, response: Response, entries: list[Entry]) -> Iterator[Any]:
+        """The entries' items. An entry whose article page is wanted is fetched unless its
+        source already gave this very entry (same fingerprint: title, summary, dates, link,
+        enclosure); one that another source carries is linked without fetching the page."""
         wants = poll.spec.wants_articles(self.context.job.crawl)
         needing = [e for e in entries if wants and not e.full_text]
-        known = self._known_titles(poll, needing) if needing else {}
+        known = self._known(poll, needing) if needing else {}
         needs = {id(e) for e in needing}
         articles = 0
         batch = []
         for entry in entries:
             if id(entry) in needs and articles < MAX_ARTICLES and len(entry.url) <= MAX_URL_LENGTH:
-                stored_title = known.get(key_of(canonical_url(entry.url)))
-                if stored_title is not None and stored_title == (entry.title or stored_title):
-                    poll.unchanged += 1  # already stored, title unchanged: no page fetch
+                stored = known.get(canonical_url(entry.url))
+                if stored is not None and stored.linked and stored.entry_hash == entry.fingerprint:
+                    poll.unchanged += 1  # the source repeats what it said: no page fetch
                     continue
-                articles += 1
-                yield self.request(poll, entry.url, self.parse_article, self.article_failed,
-                                   role="article", entry=entry)
-                continue
+                if stored is None or stored.linked:
+                    articles += 1
+                    yield self.request(poll, entry.url, self.parse_article, self.article_failed,
+                                       role="article", entry=entry)
+                    continue
             batch.append(self.item(poll, entry, response, raw=entry_fragment(response.body, entry)))
         if batch:
             yield self.batch(poll, batch)
@@ -212,16 +214,15 @@ class RoundSpider(scrapy.Spider):
         self.ledger.item_added(poll)
         return ItemBatch(poll.spec.id, items)
 
-    def _known_titles(self, poll: SourcePoll, entries: list[Entry]) -> dict[str, str]:
-        keys = [key_of(canonical_url(e.url)) for e in entries]
+    def _known(self, poll: SourcePoll, entries: list[Entry]) -> dict[str, KnownEntry]:
         with self.context.sessions() as session:
-            rows = session.execute(select(Item.url_key, Item.title).where(
-                Item.source_id == poll.spec.id, Item.url_key.in_(keys))).all()
-        return {k: t for k, t in rows}
+            return known_entries(session, poll.spec.id, [canonical_url(e.url) for e in entries])
 
     def item(self, poll: SourcePoll, entry: Entry, response: Response, *, raw: bytes,
              canonical: str = "", text: str | None = None, title: str | None = None,
-             published_at: datetime | None = None) -> CrawledItem:
+             published_at: datetime | None = None, complete: bool = True) -> CrawledItem:
+        """:param complete: False when the article page failed: its fingerprint is not kept,
+            so the next poll tries the page again."""
         record = ItemRecord(
             source_id=poll.spec.id, url=entry.url, canonical_url=canonical,
             title=title if title is not None else entry.title,
@@ -229,7 +230,7 @@ class RoundSpider(scrapy.Spider):
             published_at=published_at or entry.published_at,
             language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC),
             raw=raw, raw_url=response.url, raw_headers=_raw_headers(response),
-            raw_status=response.status)
+            raw_status=response.status, entry_hash=entry.fingerprint if complete else None)
         return CrawledItem(record=record, canonical_url=canonical)
 
     def parse_article(self, response: Response, entry: Entry) -> Iterator[Any]:
@@ -243,14 +244,14 @@ class RoundSpider(scrapy.Spider):
         """The entry with its article page's text, or with its listing text when that fails."""
         if response.status != 200 or detect_block(response.status, {}, response.body, expect="html"):
             poll.warn(f"article {response.url}: HTTP {response.status}, kept the listing text")
-            return self.item(poll, entry, response, raw=b"")
+            return self.item(poll, entry, response, raw=b"", complete=False)
         try:
             html = decode_body(response.body, content_type=_header(response, b"Content-Type"),
                                override=poll.spec.encoding)
             article = extract_article(html, url=response.url, selector=poll.spec.article_selector)
         except Exception as exc:  # extraction broke (a bug, a broken install): keep the listing text
             self.ledger.fault(poll, EXTRACT, exc, response.url)
-            return self.item(poll, entry, response, raw=b"")
+            return self.item(poll, entry, response, raw=b"", complete=False)
         return self.item(poll, entry, response, raw=response.body,
                          canonical=_article_identity(entry.url, response.url, article.canonical_url),
                          text=article.text or entry.text, title=entry.title or article.title,

@@ -218,7 +218,7 @@ def import_(app: AppContext, path: IO[str]) -> None:
         report = Importer(session, now).feed(path)
     for number, reason in report.errors:
         click.echo(f"newsmon: line {number}: {reason}", err=True)
-    click.echo(f"imported {report.items_new} new items, {report.versions_new} new versions; "
+    click.echo(f"imported {report.items_new} new items, {report.versions_new} new versions, "
                f"{report.unchanged} unchanged; {len(report.errors)} bad lines", err=True)
     if report.errors:
         sys.exit(1)
