@@ -145,6 +145,8 @@ def _check(record: Any) -> dict[str, Any]:
     for key in ("source", "url", "canonical_url"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise ImportLineError(f"{key}: missing or not a string")
+    if record.get("guid") is not None and not isinstance(record["guid"], str):
+        raise ImportLineError("guid: expected a string")
     sources = record.get("sources") or [record["source"]]  # exports before `sources` had one
     if not isinstance(sources, list) or not all(isinstance(s, str) and s for s in sources):
         raise ImportLineError("sources: expected a list of source ids")
@@ -155,10 +157,13 @@ def _check(record: Any) -> dict[str, Any]:
 class Importer:
     """Loads exported items into this database; ids and story ids are this database's own.
 
-    Lines are validated in Python first; valid ones are written a chunk per transaction.
-    Only when the database refuses a chunk is it replayed one savepoint per line, so one
-    bad line never costs the others (savepoints are slow with FTS5, so they are the
-    exception, not the rule)."""
+    Lines are validated in Python first; valid ones are written a chunk per transaction: the
+    items the chunk names are looked up in a few queries, records of new items (the usual
+    case when moving a database) are inserted together, one statement per table, and only
+    records of stored items that change something go one by one (``_record``). Only when
+    the database refuses a chunk is it replayed one savepoint per line, so one bad line never
+    costs the others (savepoints are slow with FTS5, so they are the exception, not the
+    rule)."""
 
     def __init__(self, session: Session, now: datetime) -> None:
         self.session, self.now = session, now
@@ -295,11 +300,10 @@ class Importer:
                     kept.append(v)
             record["_kept"] = kept
             last = kept[-1]
-            guid = record.get("guid")
             items.append({
                 "source_id": record["source"], "url": record["url"],
-                "canonical_url": record["canonical_url"], "url_key": record["_url_key"], "guid": guid,
-                "guid_key": key_of(guid) if guid else None, "language": record.get("language"),
+                "canonical_url": record["canonical_url"], "url_key": record["_url_key"],
+                "guid": record.get("guid"), "guid_key": record["_guid_key"], "language": record.get("language"),
                 "published_at": published, "first_seen_at": first_seen,
                 "updated_at": last["_fetched"] or self.now, "sort_at": published or first_seen,
                 "version": len(kept), "content_hash": last["content_hash"],
