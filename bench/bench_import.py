@@ -33,7 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-NEWSMON = Path(sys.executable).parent / "newsmon"
+# `newsmon` of this checkout (the code beside this script, whichever checkout is installed)
+NEWSMON = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+           "from scheduler.cli import cli; cli(prog_name='newsmon')"]
 
 RU = ("министр иностранных дел встреча посол сотрудничество безопасность экономика переговоры визит "
       "заявление делегация саммит форум председательство азия регион торговля энергетика транспорт "
@@ -187,7 +189,7 @@ def run_newsmon(url: str, data: Path, tmp: Path, count: int) -> tuple[float, flo
     engine.dispose()
     config = tmp / f"newsmon-{uuid.uuid4().hex[:6]}.toml"
     config.write_text(f'[storage]\nurl = "{url}"\n', encoding="utf-8")
-    wall, cpu, done = timed([str(NEWSMON), "--config", str(config), "import", str(data)])
+    wall, cpu, done = timed([*NEWSMON, "--config", str(config), "import", str(data)])
     summary = done.stderr.strip().splitlines()[-1]
     if f"imported {count} new items" not in summary:
         raise SystemExit(f"unexpected import report: {summary}")
