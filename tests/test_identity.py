@@ -163,6 +163,65 @@ def test_import_merges_a_guid_collision_and_reports_counts(db_url: str) -> None:
     engine.dispose()
 
 
+def test_an_import_chunk_mixing_new_stored_colliding_and_bad_records(db_url: str) -> None:
+    """One chunk: new items (inserted together), a stored item gaining a version, an unchanged
+    one, a GUID collision with a stored item and with a new item of the same chunk, a story
+    shared by two new items, and a bad line that costs only itself; importing again is a no-op."""
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+
+    def record(url: str, guid: str, text_: str, source: str = "mfa", **extra: Any) -> str:
+        return json.dumps({"source": source, "url": url, "canonical_url": url, "guid": guid,
+                           "title": "Заявление", "first_seen_at": "2026-12-01T00:00:00+00:00",
+                           "versions": [{"version": 1, "title": "Заявление", "text": text_,
+                                         "content_hash": "sha256:" + key_of(text_),
+                                         "fetched_at": "2026-12-01T00:00:00+00:00"}], **extra},
+                          ensure_ascii=False)
+
+    with sessions() as session:
+        first = Importer(session, now).feed([record("https://mfa.example/a", "urn:a", "alpha one"),
+                                             record("https://mfa.example/b", "urn:b", "bravo one"),
+                                             record("https://mfa.example/c", "urn:c", "charlie one")])
+        assert (first.items_new, first.versions_new, first.unchanged, first.errors) == (3, 3, 0, [])
+    lines = [
+        record("https://mfa.example/n1", "urn:n1", "novel zebrafirst", sources=["mfa", "mfa-press"], story_id=77,
+               matches=[{"organisation": "CICA", "alias": "СВМДА", "form": "СВМДА", "snippet": "…"}]),
+        record("https://mfa.example/a", "urn:a", "alpha two quokkaedit"),  # stored: a new version
+        record("https://mfa.example/b", "urn:b", "bravo one"),  # stored, unchanged
+        "{not json",
+        record("https://mfa.example/c-moved", "urn:c", "charlie two"),  # GUID of a stored item
+        record("https://mfa.example/n1-moved", "urn:n1", "novel zebrasecond"),  # GUID of n1 (this chunk)
+        record("https://mfa.example/n3", "urn:n3", "novel third", story_id=77,  # n1's story
+               matches=[{"organisation": "SCO", "alias": "ШОС", "form": "ШОС", "snippet": "…"}]),
+    ]
+    with sessions() as session:
+        report = Importer(session, now).feed(lines)
+        assert [number for number, _ in report.errors] == [4]
+        assert (report.items_new, report.versions_new, report.unchanged) == (2, 5, 1)
+    with sessions() as session:
+        items = {i.url: i for i in session.scalars(select(Item))}
+        assert sorted(items) == [f"https://mfa.example/{u}" for u in ("a", "b", "c", "n1", "n3")]
+        n1, n3 = items["https://mfa.example/n1"], items["https://mfa.example/n3"]
+        assert (n1.version, n1.text, sorted(n1.source_ids)) == (2, "novel zebrasecond", ["mfa", "mfa-press"])
+        assert n1.matches == []  # the later record of n1 (no match) replaced them, as record by record
+        assert [m.organisation for m in n3.matches] == ["SCO"]
+        assert n3.story_id == n1.story_id and n3.story_id != items["https://mfa.example/a"].story_id
+        assert (items["https://mfa.example/a"].version, items["https://mfa.example/b"].version,
+                items["https://mfa.example/c"].version) == (2, 1, 2)
+        assert count(session, ItemVersion) == 8 and count(session, ItemSource) == 6
+        found = {i["url"] for i in search_items(session, SearchFilter(query="zebrasecond"))}
+        assert found == {"https://mfa.example/n1"}
+        assert {i["url"] for i in search_items(session, SearchFilter(query="quokkaedit"))} == {"https://mfa.example/a"}
+        assert {i["url"] for i in search_items(session, SearchFilter(query="third"))} == {"https://mfa.example/n3"}
+        assert search_items(session, SearchFilter(query="zebrafirst")) == []
+    with sessions() as session:
+        again = Importer(session, now).feed(lines)
+        assert (again.items_new, again.versions_new, again.unchanged) == (0, 0, 6)
+        assert count(session, Item) == 5 and count(session, ItemVersion) == 8
+    engine.dispose()
+
+
 def test_an_old_export_without_sources_imports(db_url: str, tmp_path: Any) -> None:
     old = {"source": "mfa", "url": "https://mfa.example/b", "canonical_url": "https://mfa.example/b",
            "title": "Old", "text": "Old text", "content_hash": "sha256:old",
