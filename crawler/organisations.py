@@ -7,11 +7,12 @@ import tomllib
 from importlib import resources
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from crawler.sources import Frozen
 
 ORGANISATION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+LANGUAGE = re.compile(r"^[A-Za-z]{2,3}$")
 CATALOGUE = "organisations.toml"
 
 
@@ -21,12 +22,21 @@ class OrganisationSpec(Frozen):
     An all-capitals alias (``CICA``, ``СВМДА``) is an acronym: it matches only in capitals
     and as a whole word. Any other alias matches case-insensitively in every grammatical
     case. An ``exclude`` phrase found in the same sentence vetoes this organisation's match.
+
+    An acronym is *ambiguous* (SCO is also a Unix vendor, ОДКБ a children's hospital) unless
+    listed in ``safe``: it counts only with evidence — another alias of the organisation in
+    the item, a ``context`` phrase near it, another tracked organisation near it, or (weaker)
+    a foreign-affairs source. ``languages`` limits an alias to texts in those languages
+    (``{"ОТГ" = ["ru"]}``).
     """
 
     id: str
     name: str = ""
     aliases: tuple[str, ...]
     exclude: tuple[str, ...] = ()
+    context: tuple[str, ...] = ()
+    safe: tuple[str, ...] = ()
+    languages: dict[str, tuple[str, ...]] = {}
 
     @field_validator("id")
     @classmethod
@@ -47,6 +57,33 @@ class OrganisationSpec(Frozen):
     def _exclude(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _phrases(value, "exclude phrase")
 
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _phrases(value, "context phrase")
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        cleaned: dict[str, tuple[str, ...]] = {}
+        for alias, codes in value.items():
+            if not codes or not all(LANGUAGE.match(code) for code in codes):
+                raise ValueError(f"languages of {alias!r}: give language codes like \"ru\", \"az\"")
+            cleaned[" ".join(alias.split())] = tuple(code.lower() for code in codes)
+        return cleaned
+
+    @model_validator(mode="after")
+    def _known_aliases(self) -> OrganisationSpec:
+        for what, names in (("safe", self.safe), ("languages", tuple(self.languages))):
+            unknown = [name for name in names if name not in self.aliases]
+            if unknown:
+                raise ValueError(f"{what}: {', '.join(map(repr, unknown))} not among the aliases")
+        return self
+
+    def is_safe(self, alias: str) -> bool:
+        """Whether a match of this alias counts without evidence (every non-acronym does)."""
+        return alias in self.safe or not is_acronym(alias)
+
     @property
     def label(self) -> str:
         """The display name, or the id when no name is given."""
@@ -63,6 +100,11 @@ def _phrases(values: tuple[str, ...], what: str) -> tuple[str, ...]:
         if phrase not in cleaned:
             cleaned.append(phrase)
     return tuple(cleaned)
+
+
+def is_acronym(phrase: str) -> bool:
+    """An all-capitals alias (CICA, СВМДА, İƏT): matched in capitals, as whole words."""
+    return phrase == phrase.upper() and phrase != phrase.lower()
 
 
 def load_organisations(document: dict[str, Any]) -> list[OrganisationSpec]:

@@ -140,7 +140,7 @@ def test_snippet_collapses_whitespace(matcher: OrgMatcher) -> None:
 def test_acronym_suffix_forms_keep_only_the_acronym(matcher: OrgMatcher) -> None:
     for text, form in [("AQEM-in", "AQEM"), ("АӨСШК-ның", "АӨСШК"), ("CICA's", "CICA"),
                        ("СВМДА-2026", "СВМДА"), ("(ШОС)", "ШОС"), ("«ОДКБ»", "ОДКБ")]:
-        assert [m.form for m in matcher.find(text)] == [form]
+        assert [m.form for m in matcher.explain(text)] == [form]
 
 
 def test_acronyms_need_capitals_and_whole_words(matcher: OrgMatcher) -> None:
@@ -182,7 +182,7 @@ def test_a_full_token_cache_is_emptied_and_refilled(monkeypatch: pytest.MonkeyPa
 
 
 def _spec(**fields: object) -> OrganisationSpec:
-    return OrganisationSpec.model_validate({"id": "CICA", "aliases": ["CICA"], **fields})
+    return OrganisationSpec.model_validate({"id": "CICA", "aliases": ["CICA"], "safe": ["CICA"], **fields})
 
 
 def test_exclude_vetoes_the_same_sentence_only() -> None:
@@ -193,14 +193,15 @@ def test_exclude_vetoes_the_same_sentence_only() -> None:
 
 
 def test_exclude_matches_any_case_form() -> None:
-    matcher = OrgMatcher([OrganisationSpec(id="ECO", aliases=("ОЭС",), exclude=("энергосистема",))])
+    matcher = OrgMatcher([OrganisationSpec(id="ECO", aliases=("ОЭС",), exclude=("энергосистема",),
+                                           safe=("ОЭС",))])
     assert matcher.find("ОЭС Сибири: в энергосистеме дефицит.") == []
     assert len(matcher.find("Саммит ОЭС открылся в Ханкенди.")) == 1
 
 
 def test_exclude_vetoes_only_its_own_organisation() -> None:
     matcher = OrgMatcher([_spec(exclude=["cream"]),
-                          OrganisationSpec(id="SCO", aliases=("SCO",))])
+                          OrganisationSpec(id="SCO", aliases=("SCO",), safe=("SCO",))])
     assert organisation_ids(matcher.find("CICA and SCO cream")) == ["SCO"]
 
 
@@ -285,4 +286,5 @@ def test_builtin_catalogue() -> None:
     assert {"CICA", "СВМДА", "AQEM", "АӨСШК"} <= set(cica.aliases)
     assert "centella" in cica.exclude
     ots = specs[ids.index("OTS")]
-    assert "ОТГ" not in ots.aliases
+    assert ots.languages["ОТГ"] == ("ru",) and not ots.is_safe("ОТГ")
+    assert cica.is_safe("СВМДА") and not cica.is_safe("CICA") and cica.context
