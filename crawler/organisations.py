@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from importlib import resources
@@ -107,18 +108,46 @@ def is_acronym(phrase: str) -> bool:
     return phrase == phrase.upper() and phrase != phrase.lower()
 
 
-def load_organisations(document: dict[str, Any]) -> list[OrganisationSpec]:
-    """Build specs from a parsed TOML document's ``organisations`` array; ids must be unique."""
+def load_organisations(document: dict[str, Any], *, inherit: bool = True) -> list[OrganisationSpec]:
+    """Build specs from a parsed TOML document's ``organisations`` array; ids must be unique.
+
+    With ``inherit``, an organisation whose id is in the built-in catalogue and that sets none
+    of ``context``, ``safe`` and ``languages`` takes the catalogue's (for the aliases it has),
+    so a ``newsmon.toml`` written before those keys existed keeps matching its safe acronyms
+    and gets the built-in context.
+    """
     specs = [OrganisationSpec.model_validate(table) for table in document.get("organisations", [])]
     seen: set[str] = set()
     for spec in specs:
         if spec.id in seen:
             raise ValueError(f"organisation id {spec.id!r} is defined twice")
         seen.add(spec.id)
-    return specs
+    return with_builtin_defaults(specs) if inherit else specs
+
+
+def with_builtin_defaults(specs: list[OrganisationSpec]) -> list[OrganisationSpec]:
+    """Each spec with a built-in id that sets none of ``context``, ``safe`` and ``languages``
+    takes the catalogue's (for the aliases it has)."""
+    builtin = {spec.id: spec for spec in builtin_organisations()}
+    return [_inherited(spec, builtin[spec.id]) if spec.id in builtin else spec for spec in specs]
+
+
+def _inherited(spec: OrganisationSpec, builtin: OrganisationSpec) -> OrganisationSpec:
+    if spec.model_fields_set & {"context", "safe", "languages"}:
+        return spec
+    return spec.model_copy(update={
+        "context": builtin.context,
+        "safe": tuple(alias for alias in builtin.safe if alias in spec.aliases),
+        "languages": {alias: codes for alias, codes in builtin.languages.items() if alias in spec.aliases},
+    })
 
 
 def builtin_organisations() -> list[OrganisationSpec]:
     """The organisations shipped in ``crawler/data/organisations.toml``."""
+    return list(_builtin())
+
+
+@functools.cache
+def _builtin() -> tuple[OrganisationSpec, ...]:
     text = (resources.files("crawler") / "data" / CATALOGUE).read_text(encoding="utf-8")
-    return load_organisations(tomllib.loads(text))
+    return tuple(load_organisations(tomllib.loads(text), inherit=False))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from crawler.organisations import OrganisationSpec
+from crawler.organisations import OrganisationSpec, with_builtin_defaults
 from crawler.sources import CrawlSettings, Frozen, SourceSpec, check_http_url
 from crawler.units import Duration
 from storage.repository import DEFAULT_MIN_CONFIDENCE
@@ -113,6 +113,11 @@ class AppConfig(Frozen):
     sources: tuple[SourceSpec, ...] = ()
     organisations: tuple[OrganisationSpec, ...] = ()
     alerts: tuple[AlertSpec, ...] = ()
+
+    @field_validator("organisations")
+    @classmethod
+    def _builtin_defaults(cls, value: tuple[OrganisationSpec, ...]) -> tuple[OrganisationSpec, ...]:
+        return tuple(with_builtin_defaults(list(value)))
 
     @model_validator(mode="after")
     def _unique(self) -> AppConfig:

@@ -288,3 +288,61 @@ def test_builtin_catalogue() -> None:
     ots = specs[ids.index("OTS")]
     assert ots.languages["ОТГ"] == ("ru",) and not ots.is_safe("ОТГ")
     assert cica.is_safe("СВМДА") and not cica.is_safe("CICA") and cica.context
+
+
+# -- ambiguous acronyms, evidence, languages, boundaries ------------------------------------------
+
+
+def test_an_ambiguous_acronym_needs_evidence(matcher: OrgMatcher) -> None:
+    assert matcher.find("The SCO filing said that IBM entered into its Unix license agreements.") == []
+    [match] = matcher.find("SCO foreign ministers met in Tashkent.")
+    assert match.confidence == 0.9 and match.explanation() == \
+        "SCO: acronym + context 'foreign ministers', 'Tashkent'"
+    named = matcher.find("Шанхайская организация сотрудничества (ШОС) и SCO.")
+    assert [m.confidence for m in named] == [1.0, 1.0, 0.95]
+
+
+def test_evidence_kinds_and_confidence(matcher: OrgMatcher) -> None:
+    assert matcher.find("ОДКБ и ООН.")[0].evidence == ("acronym", "near UN")
+    [topic] = matcher.find("Заявление по ОДКБ.", topic="foreign-affairs")
+    assert (topic.confidence, topic.evidence[-1]) == (0.6, "foreign-affairs source")
+    assert matcher.find("Заявление по ОДКБ.") == []
+    # one acronym, one meaning: the occurrence without context inherits the best evidence
+    text = "CICA summit opens. " + "Filler words here. " * 30 + "CICA again."
+    assert [m.confidence for m in matcher.find(text)] == [0.8, 0.8]
+
+
+def test_explain_shows_what_does_not_count(matcher: OrgMatcher) -> None:
+    reasons = [m.evidence[-1] for m in matcher.explain("The SCO Group sued IBM. Заявление ОДКБ.")]
+    assert reasons == ["vetoed by exclude 'SCO Group'", "no evidence (ambiguous)"]
+    assert all(m.confidence == 0.0 for m in matcher.explain("The SCO Group sued IBM."))
+
+
+def test_language_scoped_aliases(matcher: OrgMatcher) -> None:
+    assert matcher.find("Голова ОТГ повідомив про ремонт доріг, саммит.", "ru") == []  # Ukrainian letters
+    assert organisation_ids(matcher.find("Саммит ОТГ прошёл в Габале.", "ru")) == ["OTS"]
+    assert matcher.find("MDB financing rose at the summit in Baku.", "en") == []
+    assert organisation_ids(matcher.find("MDB-nin iclası Düşənbədə oldu.", "az")) == ["CIS"]
+    assert organisation_ids(matcher.find("ТМД елдерінің басшылары кездесті.")) == ["CIS"]  # guessed kk
+
+
+def test_acronyms_glued_to_cjk_or_a_lower_case_word(matcher: OrgMatcher) -> None:
+    assert [m.form for m in matcher.find("日本によってEAEU条約が批准された")] == ["EAEU"]
+    text = "Организации Договора о коллективной безопасностиОДКБ"
+    assert [m.form for m in matcher.find(text)] == [
+        "Организации Договора о коллективной безопасности", "ОДКБ"]
+    assert matcher.find("iCISCO CamelCase СНГовский") == []
+
+
+def test_a_configured_builtin_id_inherits_safe_and_context() -> None:
+    [spec] = load_organisations({"organisations": [{"id": "SCO", "aliases": ["SCO", "ШОС"]}]})
+    assert spec.safe == ("ШОС",) and "Shanghai" in spec.context
+    [own] = load_organisations({"organisations": [{"id": "SCO", "aliases": ["SCO"], "safe": ["SCO"]}]})
+    assert own.context == ()
+
+
+def test_spec_refuses_safe_or_languages_of_unknown_aliases() -> None:
+    with pytest.raises(ValidationError):
+        _spec(safe=["NATO"])
+    with pytest.raises(ValidationError):
+        _spec(languages={"CICA": ["russian"]})
