@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crawler.organisations import OrganisationSpec
 from crawler.sources import CrawlSettings, SourceSpec
+from storage.repository import DEFAULT_MIN_CONFIDENCE
 
 
 class ChannelSpec(BaseModel):
@@ -20,6 +21,7 @@ class ChannelSpec(BaseModel):
     id: str
     organisations: tuple[str, ...] | None = None
     max_age_seconds: float = 2 * 86400.0
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
 
 
 class CrawlJob(BaseModel):

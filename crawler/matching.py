@@ -6,18 +6,24 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from itertools import compress, count
 from typing import TYPE_CHECKING
 
 import Stemmer
+
+from crawler.evidence import MIN_COUNTED, Entry, Hit, Match, Resolver
+from crawler.organisations import is_acronym
 
 if TYPE_CHECKING:
     from pymorphy3 import MorphAnalyzer
 
     from crawler.organisations import OrganisationSpec
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+__all__ = ["Match", "OrgMatcher", "organisation_ids"]
+
+# CJK ideographs, kana and Hangul: each character is a word of its own, so an acronym glued
+# to them ("によってEAEU条約") is still a whole word.
+_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
 _MARKS = "\u0300-\u036f"
 # A word: letters/digits (not "_", not CJK), possibly with combining marks or invisible
@@ -28,9 +34,6 @@ _PIECES = re.compile(f"({TOKEN.pattern})")
 # What may separate the words of one name: spaces, hyphens, quotes, invisible characters.
 _GAP = re.compile(r"[\s\-\u2010-\u2013'\"\u2018-\u201f\u2039\u203a\u00ab\u00bb"
                   rf"{_INVISIBLE}]*\Z")
-_SENTENCE_END = re.compile(r"[\u3002\uff01\uff1f]+|[.!?\u2026]+[\"')\]\u00bb\u201d\u2019]*(?=\s|\Z)"
-                           r"|\n[ \t\u00a0]*\n")
-_SPACES = re.compile(r"\s+")
 _DROP_INVISIBLE = str.maketrans("", "", _INVISIBLE)
 _HAS_INVISIBLE = re.compile(f"[{_INVISIBLE}]")
 # Kazakh Cyrillic and Azerbaijani/Turkish Latin letters: an alias with one of them is a
@@ -40,28 +43,12 @@ _LATIN_LOOKALIKE = "ABCEHKMOPTXYaceopxyIi"
 _CYRILLIC_LOOKALIKE = "АВСЕНКМОРТХУасеорхуІі"
 _TO_CYRILLIC = str.maketrans(_LATIN_LOOKALIKE, _CYRILLIC_LOOKALIKE)
 _TO_LATIN = str.maketrans(_CYRILLIC_LOOKALIKE, _LATIN_LOOKALIKE)
+# A token whose lower-case head runs into an all-capitals tail ("безопасностиОДКБ"): split
+# in two when the tail is an acronym alias, and only then.
+_GLUED = re.compile(r"(.*[a-zà-ÿа-яёәғқңөұүһіəğışçöü]{3})([A-ZА-ЯЁӘҒҚҢӨҰҮҺІƏĞİŞÇÖÜ]{2,})")
+MIN_PREFIX = 4  # shortest context word matched with any ending
 MAX_ENDING = 6  # letters a Kazakh/Azerbaijani last word may add: ұйымы → ұйымының
-SNIPPET_RADIUS = 80
 CACHE_SIZE = 1 << 17
-
-
-@dataclass(frozen=True)
-class Match:
-    """One mention of an organisation in a text."""
-
-    organisation: str  # organisation id
-    alias: str  # the configured alias that matched
-    form: str  # the text as found: text[start:end]
-    start: int  # offsets into the text given to OrgMatcher.find()
-    end: int
-    snippet: str  # the sentence around the mention (at most ±80 characters), one line
-
-
-@dataclass(frozen=True)
-class _Entry:
-    organisation: str
-    phrase: str
-    exclude: bool
 
 
 class _KeyCache(dict[str, tuple[str, ...]]):
@@ -84,14 +71,7 @@ class _Node:
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.entries: list[_Entry] = []
-
-
-@dataclass
-class _Hit:
-    start: int
-    end: int
-    entries: list[_Entry]
+        self.entries: list[Entry] = []
 
 
 @functools.cache
@@ -137,11 +117,6 @@ def acronym_key(word: str) -> str:
     return "A" + word.replace("İ", "I")
 
 
-def is_acronym(phrase: str) -> bool:
-    """An all-capitals alias (CICA, СВМДА, İƏT): matched in capitals, as whole words."""
-    return phrase == phrase.upper() and phrase != phrase.lower()
-
-
 def is_turkic(phrase: str) -> bool:
     return not _TURKIC.isdisjoint(phrase)
 
@@ -176,18 +151,31 @@ class OrgMatcher:
         self._vocabulary: set[str] = set()
         self._stem_keys: dict[str, set[str]] = {}  # Snowball stem of a text word → "s" keys
         self._prefixes: list[int] = []
+        self._glued: dict[str, int] = {}  # token → where its acronym tail starts
         for spec in organisations:
             for alias in spec.aliases:
-                self._add(_Entry(spec.id, alias, exclude=False))
+                languages = spec.languages.get(alias)
+                self._add(Entry(spec.id, alias, "alias", spec.is_safe(alias), is_acronym(alias),
+                                frozenset(languages) if languages else None))
             for phrase in spec.exclude:
-                self._add(_Entry(spec.id, phrase, exclude=True))
+                self._add(Entry(spec.id, phrase, "exclude"))
+            for phrase in spec.context:
+                self._add(Entry(spec.id, phrase, "context"))
         self._prefixes.sort()
         self._cache = _KeyCache(self._token_keys, CACHE_SIZE)
 
     # -- compiling -------------------------------------------------------------------------
 
-    def _add(self, entry: _Entry) -> None:
-        keys = self._phrase_keys(entry.phrase, acronym=not entry.exclude)
+    def _add(self, entry: Entry) -> None:
+        self._insert(entry, self._phrase_keys(entry.phrase, acronym=entry.kind != "exclude"))
+        if entry.kind == "context" and not is_acronym(entry.phrase) and not is_turkic(entry.phrase):
+            # Context words of Kazakh and Azerbaijani texts without letters of their own
+            # ("sammit", "саммит") take endings: match them also with a tolerant ending.
+            words = [lower_word(clean_token(token)) for token in TOKEN.findall(entry.phrase)]
+            if words and len(words[-1]) >= MIN_PREFIX:
+                self._insert(entry, self._prefix_keys(words))
+
+    def _insert(self, entry: Entry, keys: list[str]) -> None:
         if not keys:
             return
         node = self._root
@@ -203,11 +191,15 @@ class OrgMatcher:
             return [acronym_key(word) for word in words]
         lowered = [lower_word(word) for word in words]
         if is_turkic(phrase):
-            last = lowered[-1] if lowered else ""
-            if last and len(last) not in self._prefixes:
-                self._prefixes.append(len(last))
-            return ["w" + word for word in lowered[:-1]] + ["p" + last] if last else []
+            return self._prefix_keys(lowered)
         return ["s" + self._base_stem(word) for word in lowered]
+
+    def _prefix_keys(self, lowered: list[str]) -> list[str]:
+        """Keys of a name matched word for word, its last word with a tolerant ending."""
+        last = lowered[-1] if lowered else ""
+        if last and len(last) not in self._prefixes:
+            self._prefixes.append(len(last))
+        return ["w" + word for word in lowered[:-1]] + ["p" + last] if last else []
 
     def _base_stem(self, word: str) -> str:
         """The stem of an alias word, registered under the stems of all its forms.
@@ -239,6 +231,10 @@ class OrgMatcher:
             keys.add("w" + lower)
         if word == word.upper() and acronym_key(word) in self._vocabulary:
             keys.add(acronym_key(word))
+        elif word != lower and (glued := _GLUED.fullmatch(word)) and \
+                acronym_key(glued.group(2)) in self._vocabulary:
+            if len(word) == len(token):
+                self._glued[token] = len(glued.group(1))
         for length in self._prefixes:
             if length > len(lower):
                 break
@@ -246,9 +242,9 @@ class OrgMatcher:
                 keys.add("p" + lower[:length])
         return tuple(keys)
 
-    def _walk(self, keys: Sequence[tuple[str, ...]]) -> list[tuple[int, int, list[_Entry]]]:
+    def _walk(self, keys: Sequence[tuple[str, ...]]) -> list[tuple[int, int, list[Entry]]]:
         """Token ranges [i, j) whose keys spell a phrase, with the phrase's entries."""
-        found: list[tuple[int, int, list[_Entry]]] = []
+        found: list[tuple[int, int, list[Entry]]] = []
         roots = self._root.children
         size = len(keys)
         for i in compress(count(), keys):
@@ -265,17 +261,43 @@ class OrgMatcher:
 
     # -- public ----------------------------------------------------------------------------
 
-    def find(self, text: str) -> list[Match]:
-        """Every organisation mention in ``text``, sorted by start, without overlaps."""
+    def find(self, text: str, language: str | None = None, topic: str | None = None) -> list[Match]:
+        """Every organisation mention in ``text`` that counts, sorted by start, without overlaps.
+
+        :param language: the item's declared language (``ru``, ``en``, …), checked against the
+            text's letters for language-scoped aliases; None: guessed from the text.
+        :param topic: the source's topic; ``"foreign-affairs"`` is weak evidence for an
+            ambiguous acronym.
+        """
+        return [match for match in self.explain(text, language, topic)
+                if match.confidence >= MIN_COUNTED]
+
+    def explain(self, text: str, language: str | None = None, topic: str | None = None) -> list[Match]:
+        """Like :meth:`find`, but also the candidates that do not count (confidence 0, with
+        the reason as evidence: no evidence, another language)."""
         pieces = _PIECES.split(text)
         keys = list(map(self._cache.__getitem__, pieces[1::2]))
+        if self._glued and not self._glued.keys().isdisjoint(pieces[1::2]):
+            pieces = self._unglue(pieces)
+            keys = list(map(self._cache.__getitem__, pieces[1::2]))
         found = self._walk(keys)
         if not found:
             return []
         starts = _token_starts(pieces, sorted({i for i, _, _ in found}))
-        hits = [_Hit(starts[i], starts[i] + sum(map(len, pieces[2 * i + 1:2 * j])), entries)
+        hits = [Hit(starts[i], starts[i] + sum(map(len, pieces[2 * i + 1:2 * j])), entries)
                 for i, j, entries in found if _joined(pieces, i, j)]
-        return _Resolver(text).resolve(hits)
+        return Resolver(text, language, topic).resolve(hits)
+
+    def _unglue(self, pieces: list[str]) -> list[str]:
+        """Split glued tokens ("безопасностиОДКБ") into head and acronym, with an empty gap."""
+        result = [pieces[0]]
+        for token, gap in zip(pieces[1::2], pieces[2::2], strict=True):
+            cut = self._glued.get(token)
+            if cut is None:
+                result += [token, gap]
+            else:
+                result += [token[:cut], "", token[cut:], gap]
+        return result
 
 
 def _token_starts(pieces: list[str], tokens: list[int]) -> dict[int, int]:
@@ -293,106 +315,6 @@ def _token_starts(pieces: list[str], tokens: list[int]) -> dict[int, int]:
 def _joined(pieces: list[str], i: int, j: int) -> bool:
     """Whether tokens i..j-1 are separated only by spaces, hyphens or quotes."""
     return all(_GAP.match(pieces[2 * k]) for k in range(i + 1, j))
-
-
-class _Resolver:
-    """Turns raw hits in one text into matches: vetoes, overlaps, ambiguity, snippets."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def resolve(self, hits: list[_Hit]) -> list[Match]:
-        vetoes = [(hit.start, entry.organisation) for hit in hits for entry in hit.entries
-                  if entry.exclude]
-        candidates: list[tuple[int, int, dict[str, str]]] = []
-        for hit in hits:
-            orgs = self._allowed(hit, vetoes)
-            if orgs:
-                candidates.append((hit.start, hit.end, orgs))
-        chosen = _leftmost_longest(candidates)
-        return [self._match(org, alias, start, end)
-                for start, end, org, alias in _disambiguate(chosen)]
-
-    def _allowed(self, hit: _Hit, vetoes: list[tuple[int, str]]) -> dict[str, str]:
-        """Organisation → alias for this hit's aliases not vetoed in the same sentence."""
-        orgs: dict[str, str] = {}
-        for entry in hit.entries:
-            if entry.exclude or entry.organisation in orgs:
-                continue
-            if any(org == entry.organisation and self._same_sentence(hit.start, position)
-                   for position, org in vetoes):
-                continue
-            orgs[entry.organisation] = entry.phrase
-        return orgs
-
-    def _same_sentence(self, a: int, b: int) -> bool:
-        """Whether no sentence ends between two positions."""
-        low, high = min(a, b), max(a, b)
-        return _SENTENCE_END.search(self.text, low, high) is None
-
-    def _match(self, org: str, alias: str, start: int, end: int) -> Match:
-        return Match(org, alias, self.text[start:end], start, end, self._snippet(start, end))
-
-    def _snippet(self, start: int, end: int) -> str:
-        """The sentence around [start, end), at most SNIPPET_RADIUS characters either side."""
-        text = self.text
-        left = max(0, start - SNIPPET_RADIUS)
-        stops = [m.end() for m in _SENTENCE_END.finditer(text, left, start)]
-        cut_left = not stops and left > 0
-        left = stops[-1] if stops else _word_start(text, left, start) if cut_left else left
-        right = min(len(text), end + SNIPPET_RADIUS)
-        stop = _SENTENCE_END.search(text, end, right)
-        cut_right = stop is None and right < len(text)
-        right = stop.end() if stop else _word_end(text, right, end) if cut_right else right
-        piece = _SPACES.sub(" ", text[left:right].translate(_DROP_INVISIBLE)).strip()
-        return ("…" if cut_left else "") + piece + ("…" if cut_right else "")
-
-
-def _word_start(text: str, left: int, limit: int) -> int:
-    """The first word start at or after ``left`` (before ``limit``)."""
-    space = _SPACES.search(text, left, limit)
-    return space.end() if space else left
-
-
-def _word_end(text: str, right: int, limit: int) -> int:
-    """The last word end at or before ``right`` (after ``limit``)."""
-    spaces = [m.start() for m in _SPACES.finditer(text, limit, right)]
-    return spaces[-1] if spaces else right
-
-
-def _leftmost_longest(
-    candidates: list[tuple[int, int, dict[str, str]]],
-) -> list[tuple[int, int, dict[str, str]]]:
-    """Keep the longest hit at the leftmost start, then the next hit after it, and so on."""
-    chosen: list[tuple[int, int, dict[str, str]]] = []
-    for start, end, orgs in sorted(candidates, key=lambda c: (c[0], -c[1])):
-        if chosen and start < chosen[-1][1]:
-            continue
-        chosen.append((start, end, orgs))
-    return chosen
-
-
-def _disambiguate(
-    chosen: list[tuple[int, int, dict[str, str]]],
-) -> list[tuple[int, int, str, str]]:
-    """Give an alias shared by several organisations (Azerbaijani İƏT: OIC and ECO) to the
-    one named unambiguously just before it (as a name is spelled out, then abbreviated), else
-    just after it; drop it when the text names none of them."""
-    sure = [(start, end, next(iter(orgs))) for start, end, orgs in chosen if len(orgs) == 1]
-    result: list[tuple[int, int, str, str]] = []
-    for start, end, orgs in chosen:
-        org = next(iter(orgs)) if len(orgs) == 1 else _nearest(sure, start, end, orgs)
-        if org is not None:
-            result.append((start, end, org, orgs[org]))
-    return result
-
-
-def _nearest(sure: list[tuple[int, int, str]], start: int, end: int,
-             orgs: dict[str, str]) -> str | None:
-    before = [(start - s_end, org) for _, s_end, org in sure if org in orgs and s_end <= start]
-    after = [(s_start - end, org) for s_start, _, org in sure if org in orgs and s_start >= end]
-    best = min(before or after, default=None)
-    return best[1] if best else None
 
 
 def organisation_ids(matches: Iterable[Match]) -> list[str]:

@@ -129,19 +129,23 @@ class MatchPipeline(_RoundPipeline):
     """Find the tracked organisations in title + text; compute the content hash."""
 
     def process_item(self, batch: ItemBatch) -> ItemBatch:
+        topic = self.ctx.topic(batch.source_id)
         for item in batch.items:
             record = item.record
-            item.matches = find_matches(self.ctx.matcher, record.title, record.text)
+            item.matches = find_matches(self.ctx.matcher, record.title, record.text,
+                                        record.language, topic)
             item.content_hash = content_hash(record.title, record.text, cleaned=True)  # normalised above
         return batch
 
 
-def find_matches(matcher: object, title: str, text: str) -> list[MatchRow]:
-    """Matches over ``title`` and ``text`` (offsets into "title\\n\\ntext")."""
+def find_matches(matcher: object, title: str, text: str, language: str | None = None,
+                 topic: str | None = None) -> list[MatchRow]:
+    """Matches over ``title`` and ``text`` (offsets into "title\\n\\ntext"), with their confidence."""
     joined = f"{title}\n\n{text}" if text else title
-    found = matcher.find(joined)  # type: ignore[attr-defined]
+    found = matcher.find(joined, language, topic)  # type: ignore[attr-defined]
     return [MatchRow(organisation=m.organisation, alias=m.alias, form=m.form, snippet=m.snippet,
-                     start=m.start, end=m.end, in_title=m.start < len(title)) for m in found]
+                     start=m.start, end=m.end, in_title=m.start < len(title),
+                     confidence=m.confidence) for m in found]
 
 
 class StoragePipeline(_RoundPipeline):
@@ -302,7 +306,8 @@ def count(poll: SourcePoll, result: SaveResult, matched: bool) -> None:
 def channel_rules(channels: object) -> list[ChannelRule]:
     return [ChannelRule(id=c.id, organisations=frozenset(c.organisations)
                         if c.organisations is not None else None,
-                        max_age=timedelta(seconds=c.max_age_seconds))
+                        max_age=timedelta(seconds=c.max_age_seconds),
+                        min_confidence=c.min_confidence)
             for c in channels]  # type: ignore[attr-defined]
 
 

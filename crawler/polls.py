@@ -313,5 +313,12 @@ class RoundContext:
             self._matcher = OrgMatcher(list(self.job.organisations))
         return self._matcher
 
+    def topic(self, source_id: str) -> str | None:
+        """The ``topic`` of a source of this round."""
+        for spec in self.job.sources:
+            if spec.id == source_id:
+                return spec.topic  # type: ignore[no-any-return]
+        return None
+
     def poll(self, source_id: str) -> SourcePoll:
         return self.ledger.polls[source_id]

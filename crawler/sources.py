@@ -96,6 +96,9 @@ class SourceSpec(Frozen):
     obey_robots: bool | None = None
     max_pages: int = Field(default=1, ge=1, le=100)
     timezone: str = "UTC"
+    # What the source is about: "foreign-affairs" (a ministry) is weak evidence for an
+    # ambiguous acronym (crawler/evidence.py).
+    topic: str | None = None
 
     @field_validator("id")
     @classmethod

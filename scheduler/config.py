@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from crawler.organisations import OrganisationSpec
+from crawler.organisations import OrganisationSpec, with_builtin_defaults
 from crawler.sources import CrawlSettings, Frozen, SourceSpec, check_http_url
 from crawler.units import Duration
+from storage.repository import DEFAULT_MIN_CONFIDENCE
 
 DEFAULT_DATABASE_URL = "sqlite:///data/newsmon.db"
 DEFAULT_CONFIG_NAME = "newsmon.toml"
@@ -51,6 +52,10 @@ class AlertSpec(Frozen):
     mode: Literal["instant", "digest"] = "instant"
     schedule: str | None = None
     max_age: Duration = 2 * 86400.0
+    # Alert only matches at least this sure (1.0 names and safe acronyms; an ambiguous acronym
+    # 0.95 with another alias, 0.9/0.8 with context, 0.7 near another organisation, 0.6 only
+    # from a foreign-affairs source).
+    min_confidence: float = Field(default=DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0)
     secret: str | None = None
     timeout: Duration = 10.0
     headers: dict[str, str] = Field(default_factory=dict)
@@ -108,6 +113,11 @@ class AppConfig(Frozen):
     sources: tuple[SourceSpec, ...] = ()
     organisations: tuple[OrganisationSpec, ...] = ()
     alerts: tuple[AlertSpec, ...] = ()
+
+    @field_validator("organisations")
+    @classmethod
+    def _builtin_defaults(cls, value: tuple[OrganisationSpec, ...]) -> tuple[OrganisationSpec, ...]:
+        return tuple(with_builtin_defaults(list(value)))
 
     @model_validator(mode="after")
     def _unique(self) -> AppConfig:

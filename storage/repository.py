@@ -38,6 +38,11 @@ def key_of(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:40]
 
 
+# Alerts go out for matches at least this sure (crawler/evidence.py: 1.0 a name or safe
+# acronym, 0.95–0.7 an ambiguous acronym with evidence, 0.6 only a foreign-affairs source).
+DEFAULT_MIN_CONFIDENCE = 0.7
+
+
 @dataclass(frozen=True)
 class MatchRow:
     organisation: str
@@ -47,6 +52,21 @@ class MatchRow:
     start: int = 0
     end: int = 0
     in_title: bool = False
+    confidence: float = 1.0  # not stored: it decides alerts when the match is made
+
+    def columns(self) -> dict[str, object]:
+        """The stored columns (a ``matches`` row without ``item_id``)."""
+        values = dict(vars(self))
+        del values["confidence"]
+        return values
+
+
+def best_confidence(rows: Iterable[MatchRow]) -> dict[str, float]:
+    """Organisation → the highest confidence of its matches."""
+    best: dict[str, float] = {}
+    for row in rows:
+        best[row.organisation] = max(best.get(row.organisation, 0.0), row.confidence)
+    return best
 
 
 @dataclass
@@ -89,9 +109,11 @@ class ChannelRule:
     id: str
     organisations: frozenset[str] | None = None
     max_age: timedelta = timedelta(days=2)
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
 
-    def wants(self, organisation: str) -> bool:
-        return self.organisations is None or organisation in self.organisations
+    def wants(self, organisation: str, confidence: float = 1.0) -> bool:
+        return (self.organisations is None or organisation in self.organisations) \
+            and confidence >= self.min_confidence
 
 
 @dataclass
@@ -218,7 +240,7 @@ def save_item(
     item.updated_at = now
     item.version += 1
     item.content_hash = write.content_hash
-    item.matches = [Match(**vars(m)) for m in write.matches]
+    item.matches = [Match(**m.columns()) for m in write.matches]
     session.add(_version_row(item, write))
     session.flush()
     if status == "new":
@@ -226,7 +248,7 @@ def save_item(
     index_item(session, item, fresh=status == "new",
                terms=write.prepared.terms if write.prepared is not None else None)
     _assign_story(session, item, write, stories, now, fresh=status == "new")
-    events = _enqueue_alerts(session, item, channels, now)
+    events = _enqueue_alerts(session, item, channels, now, best_confidence(write.matches))
     return SaveResult(item.id, status, item.version, item.story_id,
                       sorted({m.organisation for m in item.matches}), events)
 
@@ -295,8 +317,11 @@ def _assign_story(session: Session, item: Item, write: ItemWrite, stories: Story
 
 
 def _enqueue_alerts(session: Session, item: Item, channels: Sequence[ChannelRule],
-                    now: datetime) -> list[str]:
+                    now: datetime, confidence: dict[str, float] | None = None) -> list[str]:
+    """Alert events for the item's organisations; ``confidence`` (organisation → best
+    confidence of this matching; stored matches count as 1.0) gates each channel."""
     organisations = sorted({m.organisation for m in item.matches})
+    confidence = confidence or {}
     if not organisations or item.story_id is None:
         return []
     published = item.published_at or item.first_seen_at
@@ -304,7 +329,7 @@ def _enqueue_alerts(session: Session, item: Item, channels: Sequence[ChannelRule
     for channel in channels:
         if now - published > channel.max_age:
             continue
-        wanted = [o for o in organisations if channel.wants(o)]
+        wanted = [o for o in organisations if channel.wants(o, confidence.get(o, 1.0))]
         done = set(session.scalars(select(AlertKey.organisation).where(
             AlertKey.channel == channel.id, AlertKey.story_id == item.story_id,
             AlertKey.organisation.in_(wanted))))
@@ -451,9 +476,10 @@ def rematch_item(session: Session, item: Item, rows: Sequence[MatchRow],
     gained, lost = sorted(after - before), sorted(before - after)
     if not gained and not lost and len(fresh) == len(item.matches) - len(kept):
         return RematchResult([], [], [])
-    item.matches = kept + [Match(**vars(r)) for r in fresh]
+    item.matches = kept + [Match(**r.columns()) for r in fresh]
     session.flush()
     events: list[str] = []
     if alert and gained:
-        events = _enqueue_alerts(session, item, channels, now or datetime.now(item.first_seen_at.tzinfo))
+        events = _enqueue_alerts(session, item, channels, now or datetime.now(item.first_seen_at.tzinfo),
+                                 best_confidence(fresh))
     return RematchResult(gained, lost, events)

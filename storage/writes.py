@@ -38,6 +38,7 @@ from storage.repository import (
     SaveResult,
     Signed,
     StoryFinder,
+    best_confidence,
     key_of,
     save_item,
     version_values,
@@ -274,7 +275,7 @@ def _insert_details(session: Session, writes: list[ItemWrite], item_ids: list[in
     _execute(session, insert(ItemVersion.__table__),
              [{"item_id": i, "version": 1, **version_values(w)} for w, i in zip(writes, item_ids, strict=True)])
     _execute(session, insert(Match.__table__),
-             [{"item_id": i, **vars(m)} for w, i in zip(writes, item_ids, strict=True) for m in w.matches])
+             [{"item_id": i, **m.columns()} for w, i in zip(writes, item_ids, strict=True) for m in w.matches])
     _execute(session, insert(ItemSource.__table__), [{
         "item_id": i, "source_id": w.source_id, "guid_key": key_of(w.guid) if w.guid else None,
         "content_hash": w.content_hash, "entry_hash": w.entry_hash, "first_seen_at": now}
@@ -328,7 +329,8 @@ class _Alerts:
         self.story_ids: set[int] = set(new_stories)  # stories whose stored keys are known (none)
 
     def enqueue(self, write: ItemWrite, item_id: int, story_id: int, now: datetime) -> list[str]:
-        organisations = sorted({m.organisation for m in write.matches})
+        confidence = best_confidence(write.matches)
+        organisations = sorted(confidence)
         if not organisations or not self.channels:
             return []
         published = write.published_at or now
@@ -337,7 +339,8 @@ class _Alerts:
             if now - published > channel.max_age:
                 continue
             done = self._done(story_id)
-            fresh = [o for o in organisations if channel.wants(o) and (channel.id, story_id, o) not in done]
+            fresh = [o for o in organisations if channel.wants(o, confidence[o])
+                     and (channel.id, story_id, o) not in done]
             if fresh:
                 done.update((channel.id, story_id, o) for o in fresh)
                 events.append(self._event(write, item_id, story_id, channel.id, fresh, now))
@@ -384,5 +387,5 @@ def _transient_item(write: ItemWrite, item_id: int, story_id: int, now: datetime
                 canonical_url=write.canonical_url, title=write.title,
                 published_at=write.published_at, first_seen_at=now, language=write.language,
                 story_id=story_id, version=1, content_hash=write.content_hash,
-                matches=[Match(**vars(m)) for m in write.matches],
+                matches=[Match(**m.columns()) for m in write.matches],
                 links=[ItemSource(source_id=write.source_id)])

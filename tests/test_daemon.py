@@ -224,7 +224,7 @@ def test_failing_receiver_loses_nothing(desk: Desk) -> None:
     desk.receiver.fail(500, seconds=5)
     daemon = desk.start()
     try:
-        desk.publish("beta", [f"CICA statement number {i}" for i in range(3)])
+        desk.publish("beta", [f"CICA summit statement number {i}" for i in range(3)])
         wait_until(lambda: len(deliveries(desk.receiver)) == 3, 30, "three events after recovery")
         failed = [r for r in desk.receiver.requests if r.status == 500]
         assert failed, "the receiver should have refused some attempts"

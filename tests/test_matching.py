@@ -140,7 +140,7 @@ def test_snippet_collapses_whitespace(matcher: OrgMatcher) -> None:
 def test_acronym_suffix_forms_keep_only_the_acronym(matcher: OrgMatcher) -> None:
     for text, form in [("AQEM-in", "AQEM"), ("АӨСШК-ның", "АӨСШК"), ("CICA's", "CICA"),
                        ("СВМДА-2026", "СВМДА"), ("(ШОС)", "ШОС"), ("«ОДКБ»", "ОДКБ")]:
-        assert [m.form for m in matcher.find(text)] == [form]
+        assert [m.form for m in matcher.explain(text)] == [form]
 
 
 def test_acronyms_need_capitals_and_whole_words(matcher: OrgMatcher) -> None:
@@ -182,7 +182,7 @@ def test_a_full_token_cache_is_emptied_and_refilled(monkeypatch: pytest.MonkeyPa
 
 
 def _spec(**fields: object) -> OrganisationSpec:
-    return OrganisationSpec.model_validate({"id": "CICA", "aliases": ["CICA"], **fields})
+    return OrganisationSpec.model_validate({"id": "CICA", "aliases": ["CICA"], "safe": ["CICA"], **fields})
 
 
 def test_exclude_vetoes_the_same_sentence_only() -> None:
@@ -193,14 +193,15 @@ def test_exclude_vetoes_the_same_sentence_only() -> None:
 
 
 def test_exclude_matches_any_case_form() -> None:
-    matcher = OrgMatcher([OrganisationSpec(id="ECO", aliases=("ОЭС",), exclude=("энергосистема",))])
+    matcher = OrgMatcher([OrganisationSpec(id="ECO", aliases=("ОЭС",), exclude=("энергосистема",),
+                                           safe=("ОЭС",))])
     assert matcher.find("ОЭС Сибири: в энергосистеме дефицит.") == []
     assert len(matcher.find("Саммит ОЭС открылся в Ханкенди.")) == 1
 
 
 def test_exclude_vetoes_only_its_own_organisation() -> None:
     matcher = OrgMatcher([_spec(exclude=["cream"]),
-                          OrganisationSpec(id="SCO", aliases=("SCO",))])
+                          OrganisationSpec(id="SCO", aliases=("SCO",), safe=("SCO",))])
     assert organisation_ids(matcher.find("CICA and SCO cream")) == ["SCO"]
 
 
@@ -285,4 +286,63 @@ def test_builtin_catalogue() -> None:
     assert {"CICA", "СВМДА", "AQEM", "АӨСШК"} <= set(cica.aliases)
     assert "centella" in cica.exclude
     ots = specs[ids.index("OTS")]
-    assert "ОТГ" not in ots.aliases
+    assert ots.languages["ОТГ"] == ("ru",) and not ots.is_safe("ОТГ")
+    assert cica.is_safe("СВМДА") and not cica.is_safe("CICA") and cica.context
+
+
+# -- ambiguous acronyms, evidence, languages, boundaries ------------------------------------------
+
+
+def test_an_ambiguous_acronym_needs_evidence(matcher: OrgMatcher) -> None:
+    assert matcher.find("The SCO filing said that IBM entered into its Unix license agreements.") == []
+    [match] = matcher.find("SCO foreign ministers met in Tashkent.")
+    assert match.confidence == 0.9 and match.explanation() == \
+        "SCO: acronym + context 'foreign ministers', 'Tashkent'"
+    named = matcher.find("Шанхайская организация сотрудничества (ШОС) и SCO.")
+    assert [m.confidence for m in named] == [1.0, 1.0, 0.95]
+
+
+def test_evidence_kinds_and_confidence(matcher: OrgMatcher) -> None:
+    assert matcher.find("ОДКБ и ООН.")[0].evidence == ("acronym", "near UN")
+    [topic] = matcher.find("Заявление по ОДКБ.", topic="foreign-affairs")
+    assert (topic.confidence, topic.evidence[-1]) == (0.6, "foreign-affairs source")
+    assert matcher.find("Заявление по ОДКБ.") == []
+    # one acronym, one meaning: the occurrence without context inherits the best evidence
+    text = "CICA summit opens. " + "Filler words here. " * 30 + "CICA again."
+    assert [m.confidence for m in matcher.find(text)] == [0.8, 0.8]
+
+
+def test_explain_shows_what_does_not_count(matcher: OrgMatcher) -> None:
+    reasons = [m.evidence[-1] for m in matcher.explain("The SCO Group sued IBM. Заявление ОДКБ.")]
+    assert reasons == ["vetoed by exclude 'SCO Group'", "no evidence (ambiguous)"]
+    assert all(m.confidence == 0.0 for m in matcher.explain("The SCO Group sued IBM."))
+
+
+def test_language_scoped_aliases(matcher: OrgMatcher) -> None:
+    assert matcher.find("Голова ОТГ повідомив про ремонт доріг, саммит.", "ru") == []  # Ukrainian letters
+    assert organisation_ids(matcher.find("Саммит ОТГ прошёл в Габале.", "ru")) == ["OTS"]
+    assert matcher.find("MDB financing rose at the summit in Baku.", "en") == []
+    assert organisation_ids(matcher.find("MDB-nin iclası Düşənbədə oldu.", "az")) == ["CIS"]
+    assert organisation_ids(matcher.find("ТМД елдерінің басшылары кездесті.")) == ["CIS"]  # guessed kk
+
+
+def test_acronyms_glued_to_cjk_or_a_lower_case_word(matcher: OrgMatcher) -> None:
+    assert [m.form for m in matcher.find("日本によってEAEU条約が批准された")] == ["EAEU"]
+    text = "Организации Договора о коллективной безопасностиОДКБ"
+    assert [m.form for m in matcher.find(text)] == [
+        "Организации Договора о коллективной безопасности", "ОДКБ"]
+    assert matcher.find("iCISCO CamelCase СНГовский") == []
+
+
+def test_a_configured_builtin_id_inherits_safe_and_context() -> None:
+    [spec] = load_organisations({"organisations": [{"id": "SCO", "aliases": ["SCO", "ШОС"]}]})
+    assert spec.safe == ("ШОС",) and "Shanghai" in spec.context
+    [own] = load_organisations({"organisations": [{"id": "SCO", "aliases": ["SCO"], "safe": ["SCO"]}]})
+    assert own.context == ()
+
+
+def test_spec_refuses_safe_or_languages_of_unknown_aliases() -> None:
+    with pytest.raises(ValidationError):
+        _spec(safe=["NATO"])
+    with pytest.raises(ValidationError):
+        _spec(languages={"CICA": ["russian"]})

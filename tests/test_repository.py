@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -154,3 +155,13 @@ def test_record_poll_updates_state_and_log(factory):
         source = s.get(Source, "tass")
         assert (source.failures, source.etag, source.had_items) == (0, '"v1"', True)
         assert source.last_new_item_at == NOW
+
+
+def test_a_channel_alerts_only_matches_sure_enough(factory):
+    weak = replace(CICA, confidence=0.6)  # e.g. an ambiguous acronym with only a foreign-affairs source
+    channels = [ChannelRule("hook"), ChannelRule("all", min_confidence=0.5)]
+    with factory.begin() as s:
+        result = save_item(s, make_write(matches=[weak]), channels)
+    assert len(result.events) == 1 and result.organisations == ["CICA"]  # stored; alerted to "all" only
+    with factory() as s:
+        assert [e.channel for e in s.scalars(select(AlertEvent))] == ["all"]

@@ -26,36 +26,58 @@ def build_matcher(app: AppContext, only: tuple[str, ...] = ()):  # noqa: ANN201 
 @click.argument("text", required=False)
 @click.option("--file", "file_path", type=click.File("r", encoding="utf-8"), help="Read the text from a file.")
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
+@click.option("--language", metavar="LANG", help="The text's language (ru, en, az, kk, …); default: guessed.")
+@click.option("--source", "source_id", metavar="ID", help="Match as for this source (its language and topic).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show candidates that do not count (no evidence, another language, vetoed).")
 @pass_app
-def match(app: AppContext, text: str | None, file_path, fmt: str) -> None:  # noqa: ANN001
+def match(app: AppContext, text: str | None, file_path, fmt: str, language: str | None,  # noqa: ANN001
+          source_id: str | None, show_all: bool) -> None:
     """Run the organisation matcher on TEXT (or --file PATH, or - for stdin) and print every
-    match: organisation, alias, the form found and a snippet. Exits 0 with or without matches.
+    match: organisation, alias, the form found, a snippet, its confidence and the evidence
+    (why an ambiguous acronym counts). Exits 0 with or without matches.
 
     \b
     Example:
       newsmon match "Делегация прибыла на заседание Совещания по взаимодействию и мерам доверия в Азии"
+      newsmon match --all "SCO foreign ministers met in Tashkent. The SCO Group sued IBM."
     """
     if file_path is not None:
         text = file_path.read()
     elif text is None or text == "-":
         text = sys.stdin.read()
-    found = build_matcher(app).find(text)
+    topic = None
+    if source_id is not None:
+        source = next((s for s in app.config.sources if s.id == source_id), None)
+        if source is None:
+            fail(f"--source: unknown source {source_id!r}", 2)
+        language, topic = language or source.language, source.topic
+    from crawler.evidence import MIN_COUNTED
+
+    found = build_matcher(app).explain(text, language, topic)
     rows = [{"organisation": m.organisation, "alias": m.alias, "form": m.form, "start": m.start,
-             "end": m.end, "snippet": m.snippet} for m in found]
+             "end": m.end, "snippet": m.snippet, "confidence": m.confidence,
+             "evidence": list(m.evidence), "explanation": m.explanation()} for m in found]
+    counted = [r for r in rows if r["confidence"] >= MIN_COUNTED]
+    rejected = [r for r in rows if r["confidence"] < MIN_COUNTED]
     if fmt == "json":
-        click.echo(json.dumps({"matches": rows}, ensure_ascii=False, indent=2))
+        document = {"matches": counted, **({"rejected": rejected} if show_all else {})}
+        click.echo(json.dumps(document, ensure_ascii=False, indent=2))
         return
-    if not rows:
+    if not counted and not (show_all and rejected):
         click.echo("no matches")
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table()
-    for column in ("organisation", "form", "alias", "at", "snippet"):
+    for column in ("organisation", "form", "alias", "at", "confidence", "why", "snippet"):
         table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(r["organisation"], r["form"], r["alias"], f"{r['start']}–{r['end']}", r["snippet"])
+    for r in counted + (rejected if show_all else []):
+        why = " + ".join(r["evidence"])
+        mark = f"{r['confidence']:.2f}" if r["confidence"] >= MIN_COUNTED else "not counted"
+        table.add_row(r["organisation"], r["form"], r["alias"], f"{r['start']}–{r['end']}", mark,
+                      why, r["snippet"])
     Console().print(table)
 
 
@@ -73,14 +95,18 @@ def rematch(app: AppContext, orgs: tuple[str, ...], dry_run: bool, alert: bool) 
     matcher = build_matcher(app, orgs)
     only = frozenset(orgs) if orgs else None
     channels = [ChannelRule(a.channel_id, frozenset(a.organisations) if a.organisations else None,
-                            timedelta(seconds=a.max_age)) for a in app.config.alerts]
+                            timedelta(seconds=a.max_age), a.min_confidence) for a in app.config.alerts]
+    sources = {s.id: s for s in app.config.sources}
     gained = lost = scanned = 0
     session = app.sessions()
     try:
         for item in iter_items(session):
             scanned += 1
-            rows = [MatchRow(m.organisation, m.alias, m.form, m.snippet, m.start, m.end)
-                    for m in matcher.find(f"{item.title}\n{item.text}")]
+            source = sources.get(item.source_id)
+            found = matcher.find(f"{item.title}\n{item.text}", item.language,
+                                 source.topic if source else None)
+            rows = [MatchRow(m.organisation, m.alias, m.form, m.snippet, m.start, m.end,
+                             confidence=m.confidence) for m in found]
             result = rematch_item(session, item, rows, only, channels, alert, datetime.now(UTC))
             for org in result.gained:
                 click.echo(f"+ {org}\t#{item.id}\t{item.title}")
