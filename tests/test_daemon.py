@@ -246,9 +246,11 @@ def test_kill9_during_a_round_then_restart_delivers_everything(desk: Desk) -> No
     titles = [f"CICA summit news item {i}" for i in range(4)]
     desk.publish("gamma", titles)
     daemon = desk.start()
-    wait_until(lambda: desk.polls("gamma") >= 1 and desk.site.requests("/faults/slow"), 20,
-               "a round in flight")
-    daemon.kill9()
+    try:
+        wait_until(lambda: desk.polls("gamma") >= 1 and desk.site.requests("/faults/slow"), 20,
+                   "a round in flight")
+    finally:
+        daemon.kill9()  # also when the wait fails: no daemon left polling a deleted database
     before = deliveries(desk.receiver)
     second = desk.start("restarted")
     try:
