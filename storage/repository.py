@@ -194,9 +194,9 @@ def known_entries(session: Session, source_id: str, canonical_urls: Iterable[str
     return found
 
 
-def find_link(session: Session, item_id: int, source_id: str) -> ItemSource | None:
-    return session.scalar(select(ItemSource).where(ItemSource.item_id == item_id,
-                                                   ItemSource.source_id == source_id))
+def find_link(item: Item, source_id: str) -> ItemSource | None:
+    """The item's link to ``source_id`` (its links are loaded with it)."""
+    return next((link for link in item.links if link.source_id == source_id), None)
 
 
 def save_item(
@@ -215,7 +215,7 @@ def save_item(
     now = now or write.fetched_at
     stories = stories or StoryFinder()
     item = find_item(session, write.source_id, write.canonical_url, write.guid)
-    link = find_link(session, item.id, write.source_id) if item is not None else None
+    link = find_link(item, write.source_id) if item is not None else None
     if item is not None and (link is None or write.content_hash in (item.content_hash, link.content_hash)):
         if link is None:
             item.links.append(_link_row(write, now))
