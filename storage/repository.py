@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from storage.db import in_list
 from storage.models import (
     FetchLog,
     Item,
@@ -188,18 +189,65 @@ def sync_sources(session: Session, rows: Iterable[SourceRow], now: datetime) -> 
     for row in rows:
         source = existing.get(row.id)
         if source is None:
-            source = Source(id=row.id, created_at=now, failures=0, had_items=False)
-            session.add(source)
-        elif source.url != row.url:
+            _add_source(session, row, now)
+            continue
+        if source.url != row.url:
             source.etag = source.last_modified = source.body_hash = None
-        source.kind, source.url, source.name = row.kind, row.url, row.name
-        source.host = (urlsplit(row.url).hostname or "").lower()
-        source.language, source.enabled = row.language, row.enabled
-        source.interval_seconds = row.interval_seconds
+        _define(source, row)
     configured = {r.id for r in rows}
     for source_id, source in existing.items():
         if source_id not in configured:
             source.enabled = False
+
+
+def _add_source(session: Session, row: SourceRow, now: datetime) -> None:
+    source = Source(id=row.id, created_at=now, failures=0, had_items=False)
+    _define(source, row)
+    session.add(source)
+
+
+def _define(source: Source, row: SourceRow) -> None:
+    source.kind, source.url, source.name = row.kind, row.url, row.name
+    source.host = (urlsplit(row.url).hostname or "").lower()
+    source.language, source.enabled = row.language, row.enabled
+    source.interval_seconds = row.interval_seconds
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the database remembers of a source between polls."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    had_items: bool = False
+    failures: int = 0
+
+
+def source_states(session: Session, rows: Iterable[SourceRow], now: datetime) -> dict[str, SourceState]:
+    """The stored polling state of each source (forgotten when its URL changed); a source without
+    a row gets one, as ``sync_sources`` adds it (items need it)."""
+    rows = list(rows)
+    stored = {s.id: s for s in load_sources(session, [r.id for r in rows])}
+    states = {}
+    for row in rows:
+        source = stored.get(row.id)
+        if source is None:
+            _add_source(session, row, now)
+            states[row.id] = SourceState()
+            continue
+        same_url = source.url == row.url
+        states[row.id] = SourceState(
+            etag=source.etag if same_url else None,
+            last_modified=source.last_modified if same_url else None,
+            body_hash=source.body_hash if same_url else None,
+            had_items=bool(source.had_items), failures=source.failures or 0)
+    return states
+
+
+def load_sources(session: Session, ids: Iterable[str]) -> list[Source]:
+    """The stored sources among ``ids`` (a round's: ``in_list`` keeps the statement texts few)."""
+    return list(session.scalars(select(Source).where(Source.id.in_(in_list(ids)))))
 
 
 @dataclass
