@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -20,7 +20,6 @@ from scrapy.exceptions import DropItem
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from crawler.failures import STORAGE
-from crawler.items import ItemRecord
 from crawler.stories import MinHashStories
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
@@ -45,21 +44,11 @@ FUTURE_SLACK = timedelta(days=1)
 
 
 @dataclass
-class CrawledItem:
-    """An item on its way through the pipelines."""
-
-    record: ItemRecord
-    canonical_url: str = ""
-    matches: list[MatchRow] = field(default_factory=list)
-    content_hash: str = ""
-
-
-@dataclass
 class ItemBatch:
     """The items of one response (a feed, a listing page, one article), stored together."""
 
     source_id: str
-    items: list[CrawledItem] = field(default_factory=list)
+    items: list[ItemWrite] = field(default_factory=list)
 
 
 class _RoundPipeline:
@@ -98,30 +87,30 @@ class NormalizePipeline(_RoundPipeline):
         batch.items = kept
         return batch
 
-    def normalise(self, item: CrawledItem) -> CrawledItem:
-        record = item.record
-        if not is_http_url(record.url):
-            raise DropItem(f"not an http(s) URL: {record.url[:200]!r}")
-        record.title = clean_text(record.title)[:MAX_TITLE]
-        record.text = clean_text(record.text)[:MAX_TEXT]
-        if not record.title and not record.text:
-            record.title = record.url
-        item.canonical_url = item.canonical_url or canonical_url(record.url)
-        record.published_at = _plausible_date(record.published_at, record.fetched_at)
-        poll = self.ctx.poll(record.source_id)
+    def normalise(self, item: ItemWrite) -> ItemWrite:
+        if not is_http_url(item.url):
+            raise DropItem(f"not an http(s) URL: {item.url[:200]!r}")
+        item.title = clean_text(item.title)[:MAX_TITLE]
+        item.text = clean_text(item.text)[:MAX_TEXT]
+        if not item.title and not item.text:
+            item.title = item.url
+        item.canonical_url = item.canonical_url or canonical_url(item.url)
+        item.raw_url = item.raw_url or item.url
+        item.published_at = _plausible_date(item.published_at, item.fetched_at)
+        poll = self.ctx.poll(item.source_id)
         key = item.canonical_url
-        if key in poll.seen or (record.guid and f"guid:{record.guid}" in poll.seen):
+        if key in poll.seen or (item.guid and f"guid:{item.guid}" in poll.seen):
             raise DropItem(f"repeated in this poll: {key}")
         poll.seen.add(key)
-        if record.guid:
-            poll.seen.add(f"guid:{record.guid}")
+        if item.guid:
+            poll.seen.add(f"guid:{item.guid}")
         return item
 
 
-def _plausible_date(value: datetime | None, fetched_at: datetime | None) -> datetime | None:
+def _plausible_date(value: datetime | None, fetched_at: datetime) -> datetime | None:
     if value is None:
         return None
-    limit = (fetched_at or datetime.now(UTC)) + FUTURE_SLACK
+    limit = fetched_at + FUTURE_SLACK
     return value if value <= limit else None
 
 
@@ -131,10 +120,8 @@ class MatchPipeline(_RoundPipeline):
     def process_item(self, batch: ItemBatch) -> ItemBatch:
         topic = self.ctx.topic(batch.source_id)
         for item in batch.items:
-            record = item.record
-            item.matches = find_matches(self.ctx.matcher, record.title, record.text,
-                                        record.language, topic)
-            item.content_hash = content_hash(record.title, record.text, cleaned=True)  # normalised above
+            item.matches = find_matches(self.ctx.matcher, item.title, item.text, item.language, topic)
+            item.content_hash = content_hash(item.title, item.text, cleaned=True)  # normalised above
         return batch
 
 
@@ -162,19 +149,18 @@ class StoragePipeline(_RoundPipeline):
         super().open_spider()
         self.channels = channel_rules(self.ctx.job.channels)
         self.stories = MinHashStories()
-        self.group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]] = []
+        self.group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
         self.turn = self.ctx.ledger.turn
         self.turn_tries = 0
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
-        writes = [item_write(item) for item in batch.items]
-        self.stories.prepare(writes)  # CPU work, before waiting for the write transaction
+        self.stories.prepare(batch.items)  # CPU work, before waiting for the write transaction
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[ItemBatch] = loop.create_future()
-        self.group.append((batch, writes, stored))
-        self.group_items += len(writes)
+        self.group.append((batch, stored))
+        self.group_items += len(batch.items)
         if self.group_items >= GROUP_ITEMS:
             self.flush(wait=True)
         elif self._last_to_come():
@@ -221,33 +207,32 @@ class StoragePipeline(_RoundPipeline):
         finally:
             self.turn.give_back()
 
-    def _flush(self, group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]]) -> None:
+    def _flush(self, group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]]) -> None:
         polls: list[SourcePoll] = []
         try:
             with self.ctx.sessions.begin() as session:
                 lock_writes(session)
-                results = [self._save_batch(session, writes) for _, writes, _ in group]
+                results = [self._save_batch(session, batch.items) for batch, _ in group]
                 polls = self.ctx.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
             self.ctx.ledger.requeue(polls)
         else:
             self.ctx.ledger.recorded(polls)
-        for index, (batch, writes, stored) in enumerate(group):
+        for index, (batch, stored) in enumerate(group):
             try:
-                outcome = (self.store(batch, writes) if results is None
-                           else self._counted(batch, writes, results[index]))
+                outcome = self.store(batch) if results is None else self._counted(batch, results[index])
             except Exception as exc:  # DropItem, or a bug: the item's error, not the round's
                 stored.set_exception(exc)
             else:
                 stored.set_result(outcome)
 
-    def store(self, batch: ItemBatch, writes: list[ItemWrite] | None = None) -> ItemBatch:
+    def store(self, batch: ItemBatch) -> ItemBatch:
         """Store one batch in its own transaction (each item alone if that fails)."""
         poll = self.ctx.poll(batch.source_id)
-        if writes is None:
-            writes = [item_write(item) for item in batch.items]
-            self.stories.prepare(writes)
+        writes = batch.items
+        if unprepared := [w for w in writes if w.prepared is None]:
+            self.stories.prepare(unprepared)
         try:
             with self.ctx.sessions.begin() as session:
                 lock_writes(session)
@@ -256,12 +241,11 @@ class StoragePipeline(_RoundPipeline):
             # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
             # race with another worker) costs only itself.
             results = [self._save_alone(poll, write) for write in writes]
-        return self._counted(batch, writes, results)
+        return self._counted(batch, results)
 
-    def _counted(self, batch: ItemBatch, writes: list[ItemWrite],
-                 results: Sequence[SaveResult | None]) -> ItemBatch:
+    def _counted(self, batch: ItemBatch, results: Sequence[SaveResult | None]) -> ItemBatch:
         poll = self.ctx.poll(batch.source_id)
-        for write, result in zip(writes, results, strict=True):
+        for write, result in zip(batch.items, results, strict=True):
             if result is not None:
                 count(poll, result, bool(write.matches))
         if not any(results):
@@ -308,15 +292,3 @@ def channel_rules(channels: object) -> list[ChannelRule]:
                         max_age=timedelta(seconds=c.max_age_seconds),
                         min_confidence=c.min_confidence)
             for c in channels]  # type: ignore[attr-defined]
-
-
-def item_write(item: CrawledItem) -> ItemWrite:
-    record = item.record
-    return ItemWrite(
-        source_id=record.source_id, url=record.url, canonical_url=item.canonical_url,
-        title=record.title, text=record.text, content_hash=item.content_hash,
-        fetched_at=record.fetched_at or datetime.now(UTC), guid=record.guid,
-        language=record.language, published_at=record.published_at, matches=item.matches,
-        raw=record.raw, raw_url=record.raw_url or record.url, raw_status=record.raw_status,
-        raw_headers=record.raw_headers, entry_hash=record.entry_hash,
-    )

@@ -61,7 +61,9 @@ def best_confidence(rows: Iterable[MatchRow]) -> dict[str, float]:
 
 @dataclass
 class ItemWrite:
-    """Everything the pipelines know about one fetched item."""
+    """One fetched item, from the spider through the pipelines into storage: the spider fills in
+    what the source gave, the pipelines normalise it and add ``canonical_url``, ``matches`` and
+    ``content_hash`` (``crawler.pipelines``), storage writes it (``storage.writes``)."""
 
     source_id: str
     url: str

@@ -15,16 +15,16 @@ from crawler.articles import extract_article
 from crawler.blocking import detect_block
 from crawler.encoding import decode_body
 from crawler.failures import BLOCKED, EXTRACT, INTERNAL, PARSE, SSRF
-from crawler.items import Entry, ItemRecord, ParseResult
+from crawler.items import Entry, ParseResult
 from crawler.outcomes import classify_exception, status_class
-from crawler.pipelines import CrawledItem, ItemBatch
+from crawler.pipelines import ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.rendering import parsing_spec, render_meta
 from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.urls import canonical_url, is_http_url
-from storage.repository import KnownEntry, known_entries
+from storage.repository import ItemWrite, KnownEntry, known_entries
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -210,7 +210,7 @@ class RoundSpider(scrapy.Spider):
         if batch:
             yield self.batch(poll, batch)
 
-    def batch(self, poll: SourcePoll, items: list[CrawledItem]) -> ItemBatch:
+    def batch(self, poll: SourcePoll, items: list[ItemWrite]) -> ItemBatch:
         self.ledger.item_added(poll)
         return ItemBatch(poll.spec.id, items)
 
@@ -220,18 +220,17 @@ class RoundSpider(scrapy.Spider):
 
     def item(self, poll: SourcePoll, entry: Entry, response: Response, *, raw: bytes,
              canonical: str = "", text: str | None = None, title: str | None = None,
-             published_at: datetime | None = None, complete: bool = True) -> CrawledItem:
+             published_at: datetime | None = None, complete: bool = True) -> ItemWrite:
         """:param complete: False when the article page failed: its fingerprint is not kept,
             so the next poll tries the page again."""
-        record = ItemRecord(
+        return ItemWrite(
             source_id=poll.spec.id, url=entry.url, canonical_url=canonical,
             title=title if title is not None else entry.title,
-            text=text if text is not None else entry.text, guid=entry.guid,
-            published_at=published_at or entry.published_at,
-            language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC),
+            text=text if text is not None else entry.text, content_hash="", fetched_at=datetime.now(UTC),
+            guid=entry.guid, published_at=published_at or entry.published_at,
+            language=entry.language or poll.spec.language,
             raw=raw, raw_url=response.url, raw_headers=_raw_headers(response),
             raw_status=response.status, entry_hash=entry.fingerprint if complete else None)
-        return CrawledItem(record=record, canonical_url=canonical)
 
     def parse_article(self, response: Response, entry: Entry) -> Iterator[Any]:
         poll = self.poll_of(response)
@@ -240,7 +239,7 @@ class RoundSpider(scrapy.Spider):
         finally:
             self.ledger.request_done(poll)
 
-    def _article_item(self, poll: SourcePoll, entry: Entry, response: Response) -> CrawledItem:
+    def _article_item(self, poll: SourcePoll, entry: Entry, response: Response) -> ItemWrite:
         """The entry with its article page's text, or with its listing text when that fails."""
         if response.status != 200 or detect_block(response.status, {}, response.body, expect="html"):
             poll.warn(f"article {response.url}: HTTP {response.status}, kept the listing text")
@@ -287,10 +286,11 @@ class RoundSpider(scrapy.Spider):
                 poll.fail(SSRF, message)  # a feed pointing at internal addresses: visible
             else:
                 poll.warn(f"article {request.url}: {error_class}: {message}")
-            yield self.batch(poll, [CrawledItem(record=ItemRecord(
+            yield self.batch(poll, [ItemWrite(
                 source_id=poll.spec.id, url=entry.url, canonical_url="", title=entry.title,
-                text=entry.text, guid=entry.guid, published_at=entry.published_at,
-                language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC)))])
+                text=entry.text, content_hash="", fetched_at=datetime.now(UTC), guid=entry.guid,
+                published_at=entry.published_at, language=entry.language or poll.spec.language,
+                raw_status=200)])  # nothing fetched raw: raw_url becomes the entry's URL
         finally:
             self.ledger.request_done(poll)
 
