@@ -1,4 +1,4 @@
-"""Crawl benchmark: 300 local feeds × 40 items through `run_crawl_round` (python -m crawler) on a
+"""Crawl benchmark: 300 local feeds × 40 items through `crawl_round` (python -m crawler) on a
 fresh SQLite database, against a minimal baseline in the same run (16 threads of urllib +
 feedparser.parse + one sqlite3 transaction of the same rows); then an unchanged second round.
 
@@ -181,7 +181,7 @@ def _children_cpu() -> float:
 def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None,
           processes: int = 0) -> tuple[float, float, int, int]:
     from scheduler.config import build_config
-    from scheduler.runner import run_crawl_round
+    from scheduler.runner import crawl_round
     from storage.db import make_engine, upgrade
 
     engine = make_engine(db_url)
@@ -201,7 +201,7 @@ def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None,
     started = time.perf_counter()
     cpu_before = _children_cpu()
     self_before = time.process_time()
-    first = run_crawl_round(config, None, timeout=600)
+    first = crawl_round(config, None, timeout=600)
     first_s = time.perf_counter() - started
     print(f"round 1 CPU of the crawl processes (user + sys): {_children_cpu() - cpu_before:.2f} s; "
           f"this process (server, runner): {time.process_time() - self_before:.2f} s")
@@ -209,7 +209,7 @@ def crawl(urls: list[str], db_url: str, profile: bool, keep: Path | None = None,
         disable_profiling()
         print_profile(profile_dir, keep)
     started = time.perf_counter()
-    second = run_crawl_round(config, None, timeout=600)
+    second = crawl_round(config, None, timeout=600)
     second_s = time.perf_counter() - started
     failed = [e for e in first.sources if e.outcome == "error"]
     if failed:

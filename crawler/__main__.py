@@ -61,11 +61,11 @@ def read_job(text: str) -> CrawlJob:
     return CrawlJob.model_validate_json(text)
 
 
-def run_round(job: CrawlJob, out: TextIO) -> None:
+def crawl_round(job: CrawlJob, out: TextIO) -> None:
     """Crawl every source of ``job``; one event per source on ``out``."""
     from scrapy.crawler import AsyncCrawlerProcess
 
-    from crawler.polls import RoundContext, RoundLedger, emit_line
+    from crawler.polls import ROUND_SETTING, RoundContext, RoundLedger, emit_line
     from crawler.settings import round_settings
     from crawler.spiders.round import RoundSpider
     from crawler.writeturn import WriteTurn
@@ -86,8 +86,8 @@ def run_round(job: CrawlJob, out: TextIO) -> None:
     ledger = RoundLedger(sessions, job.crawl, worker_id=job.worker_id, progress=job.progress,
                          emit=emit, schedule=later, turn=WriteTurn(job.database_url))
     context = RoundContext(job=job, sessions=sessions, ledger=ledger)
-    process = AsyncCrawlerProcess(round_settings(job))
-    process.crawl(RoundSpider, context=context)
+    process = AsyncCrawlerProcess({**round_settings(job), ROUND_SETTING: context})
+    process.crawl(RoundSpider)
     process.start(install_signal_handlers=True)
     engine.dispose()
 
@@ -103,7 +103,7 @@ def main() -> int:
     if not job.sources:
         return EXIT_OK
     start_watchdog(job.deadline_seconds)
-    run_round(job, out)
+    crawl_round(job, out)
     out.flush()
     return EXIT_OK
 

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from loguru import logger
 from scrapy.exceptions import DropItem
@@ -52,24 +52,19 @@ class ItemBatch:
 
 
 class _RoundPipeline:
-    def __init__(self, context: RoundContext | None = None) -> None:
+    """A pipeline of one round; Scrapy builds it with ``from_crawler``, handing it the round's
+    context (``RoundContext.of``)."""
+
+    def __init__(self, context: RoundContext, crawler: Crawler | None = None) -> None:
         self.context = context
-        self.crawler: Crawler | None = None
+        self.crawler = crawler
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> _RoundPipeline:
-        pipeline = cls()
-        pipeline.crawler = crawler
-        return pipeline
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        from crawler.polls import RoundContext
 
-    def open_spider(self) -> None:
-        if self.context is None and self.crawler is not None:
-            self.context = self.crawler.spider.context  # type: ignore[union-attr]
+        return cls(RoundContext.of(crawler), crawler)
 
-    @property
-    def ctx(self) -> RoundContext:
-        assert self.context is not None, "pipeline used outside a round"
-        return self.context
 
 
 class NormalizePipeline(_RoundPipeline):
@@ -97,7 +92,7 @@ class NormalizePipeline(_RoundPipeline):
         item.canonical_url = item.canonical_url or canonical_url(item.url)
         item.raw_url = item.raw_url or item.url
         item.published_at = _plausible_date(item.published_at, item.fetched_at)
-        poll = self.ctx.poll(item.source_id)
+        poll = self.context.poll(item.source_id)
         key = item.canonical_url
         if key in poll.seen or (item.guid and f"guid:{item.guid}" in poll.seen):
             raise DropItem(f"repeated in this poll: {key}")
@@ -118,9 +113,9 @@ class MatchPipeline(_RoundPipeline):
     """Find the tracked organisations in title + text; compute the content hash."""
 
     def process_item(self, batch: ItemBatch) -> ItemBatch:
-        topic = self.ctx.topic(batch.source_id)
+        topic = self.context.topic(batch.source_id)
         for item in batch.items:
-            item.matches = find_matches(self.ctx.matcher, item.title, item.text, item.language, topic)
+            item.matches = find_matches(self.context.matcher, item.title, item.text, item.language, topic)
             item.content_hash = content_hash(item.title, item.text, cleaned=True)  # normalised above
         return batch
 
@@ -146,13 +141,12 @@ class StoragePipeline(_RoundPipeline):
     batch, so a bad batch still costs only itself."""
 
     def open_spider(self) -> None:
-        super().open_spider()
-        self.channels = channel_rules(self.ctx.job.channels)
+        self.channels = channel_rules(self.context.job.channels)
         self.stories = MinHashStories()
         self.group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
-        self.turn = self.ctx.ledger.turn
+        self.turn = self.context.ledger.turn
         self.turn_tries = 0
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
@@ -210,15 +204,15 @@ class StoragePipeline(_RoundPipeline):
     def _flush(self, group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]]) -> None:
         polls: list[SourcePoll] = []
         try:
-            with self.ctx.sessions.begin() as session:
+            with self.context.sessions.begin() as session:
                 lock_writes(session)
                 results = [self._save_batch(session, batch.items) for batch, _ in group]
-                polls = self.ctx.ledger.record_into(session)  # finished polls share the commit
+                polls = self.context.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
-            self.ctx.ledger.requeue(polls)
+            self.context.ledger.requeue(polls)
         else:
-            self.ctx.ledger.recorded(polls)
+            self.context.ledger.recorded(polls)
         for index, (batch, stored) in enumerate(group):
             try:
                 outcome = self.store(batch) if results is None else self._counted(batch, results[index])
@@ -229,12 +223,12 @@ class StoragePipeline(_RoundPipeline):
 
     def store(self, batch: ItemBatch) -> ItemBatch:
         """Store one batch in its own transaction (each item alone if that fails)."""
-        poll = self.ctx.poll(batch.source_id)
+        poll = self.context.poll(batch.source_id)
         writes = batch.items
         if unprepared := [w for w in writes if w.prepared is None]:
             self.stories.prepare(unprepared)
         try:
-            with self.ctx.sessions.begin() as session:
+            with self.context.sessions.begin() as session:
                 lock_writes(session)
                 results: list[SaveResult | None] = list(self._save_batch(session, writes))
         except SQLAlchemyError:
@@ -244,7 +238,7 @@ class StoragePipeline(_RoundPipeline):
         return self._counted(batch, results)
 
     def _counted(self, batch: ItemBatch, results: Sequence[SaveResult | None]) -> ItemBatch:
-        poll = self.ctx.poll(batch.source_id)
+        poll = self.context.poll(batch.source_id)
         for write, result in zip(batch.items, results, strict=True):
             if result is not None:
                 count(poll, result, bool(write.matches))
@@ -261,7 +255,7 @@ class StoragePipeline(_RoundPipeline):
         item between our read and our insert) is retried once, and then the item is found."""
         for attempt in (1, 2):
             try:
-                with self.ctx.sessions.begin() as session:
+                with self.context.sessions.begin() as session:
                     lock_writes(session)
                     return save_items(session, [write], self.channels, stories=self.stories.rule)[0]
             except IntegrityError:

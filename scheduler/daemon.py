@@ -76,16 +76,16 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
     return channels
 
 
-def crawl_round(config: AppConfig, worker_id: str, log_level: str = "INFO",
+def round_in_subprocess(config: AppConfig, worker_id: str, log_level: str = "INFO",
                 log_json: bool = False) -> RoundFn:
     """The real round: ``python -m crawler`` in a subprocess with a hard timeout; it logs
     warnings and errors (or everything at DEBUG) in the daemon's format."""
     level = log_level if log_level in ("TRACE", "DEBUG") else "WARNING"
 
     def run(ids: Sequence[str], on_event: jobs.EventSink) -> object:
-        from scheduler.runner import run_crawl_round
+        from scheduler.runner import crawl_round
 
-        return run_crawl_round(config, ids, worker_id=worker_id, timeout=config.daemon.round_timeout,
+        return crawl_round(config, ids, worker_id=worker_id, timeout=config.daemon.round_timeout,
                                on_event=on_event, log_level=level, log_json=log_json)
 
     return run
@@ -178,7 +178,7 @@ class Daemon:
             logger.info("freed the leases of {} stopped worker(s): {}", len(dead), ", ".join(dead))
         channels = build_channels(config)
         rt = Runtime(config=config, sessions=sessions, worker_id=worker_id, channels=channels,
-                     run_round=self.round_fn or crawl_round(config, worker_id, self.app.log_level,
+                     crawl_round=self.round_fn or round_in_subprocess(config, worker_id, self.app.log_level,
                                                              self.app.log_json),
                      host=host, pid=pid)
         jobs.warn_unknown_channels(rt)

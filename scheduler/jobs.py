@@ -66,7 +66,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     worker_id: str
     channels: dict[str, Channel]
-    run_round: RoundFn
+    crawl_round: RoundFn
     clock: Callable[[], datetime] = utc_now
     stopping: threading.Event = field(default_factory=threading.Event)
     wake_dispatch: Callable[[], None] = lambda: None
@@ -147,19 +147,19 @@ def poll_due_sources(rt: Runtime) -> int:
                                         per_host=rt.config.crawl.concurrency_per_host)
             if not ids:
                 break
-            run_round(rt, ids)
+            round_job(rt, ids)
             polled += len(ids)
     return polled
 
 
-def run_round(rt: Runtime, ids: Sequence[str]) -> None:
+def round_job(rt: Runtime, ids: Sequence[str]) -> None:
     """One crawl round; whatever happens, every claimed source ends with a recorded outcome,
     a next poll time and no lease of ours."""
     started = rt.clock()
     failure: Exception | None = None
     rt.in_round.set()
     try:
-        rt.run_round(ids, log_poll)
+        rt.crawl_round(ids, log_poll)
     except Exception as exc:  # the job boundary: one source set failed, the daemon goes on
         failure = exc
         logger.opt(exception=exc).error("crawl round of {} sources failed: {}", len(ids),

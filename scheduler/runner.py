@@ -33,7 +33,7 @@ TERM_GRACE = 2.0
 
 
 class UnknownSourceError(KeyError):
-    """Raised by run_crawl_round for a source id that is not configured."""
+    """Raised by crawl_round for a source id that is not configured."""
 
 
 @dataclass
@@ -82,7 +82,7 @@ def build_job(config: AppConfig, sources: Sequence[SourceSpec], *, worker_id: st
                     log_level=log_level, log_json=log_json, progress=progress)
 
 
-def run_crawl_round(
+def crawl_round(
     config: AppConfig,
     source_ids: Sequence[str] | None,
     *,

@@ -51,6 +51,7 @@ class RoundSpider(scrapy.Spider):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> RoundSpider:
+        kwargs.setdefault("context", RoundContext.of(crawler))
         spider = super().from_crawler(crawler, *args, **kwargs)
         for signal in (signals.item_scraped, signals.item_dropped):
             crawler.signals.connect(spider.item_finished, signal=signal)
