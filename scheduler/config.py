@@ -16,19 +16,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from crawler.organisations import OrganisationSpec, with_builtin_defaults
 from crawler.sources import CrawlSettings, Frozen, SourceSpec, check_http_url
 from crawler.units import Duration
+from scheduler.errors import ConfigError
 from storage.repository import DEFAULT_MIN_CONFIDENCE
 
 DEFAULT_DATABASE_URL = "sqlite:///data/newsmon.db"
 DEFAULT_CONFIG_NAME = "newsmon.toml"
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used: names the file, the key and what is wrong."""
-
-    def __init__(self, path: str, key: str, message: str, line: int | None = None) -> None:
-        self.path, self.key, self.message, self.line = path, key, message, line
-        where = f"{path}:{line}" if line else path
-        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
 
 
 class StorageSettings(Frozen):

@@ -25,15 +25,12 @@ from crawler.job import ChannelSpec, CrawlJob, SourceEvent, parse_event
 from crawler.policy import next_poll_at
 from crawler.sources import SourceSpec
 from scheduler.config import AppConfig
+from scheduler.errors import UnknownSourceError  # noqa: F401 - re-exported: scheduler.runner.UnknownSourceError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Beyond the job's own deadline: the crawler's watchdog grace plus process start-up.
 KILL_GRACE = 10.0
 TERM_GRACE = 2.0
-
-
-class UnknownSourceError(KeyError):
-    """Raised by crawl_round for a source id that is not configured."""
 
 
 @dataclass
