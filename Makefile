@@ -47,6 +47,7 @@ bench: $(UV)
 lint: $(UV)
 	$(SYNC) --extra test
 	$(BIN)/ruff check crawler scheduler storage tests bench
+	$(BIN)/mypy
 
 # Re-resolve every dependency to the newest release the ranges in pyproject.toml allow.
 # Run `make test` before committing the new uv.lock.
