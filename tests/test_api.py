@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -256,6 +257,21 @@ def test_healthz_and_openapi(api: TestClient) -> None:
     assert "/login" not in spec["paths"]
 
 
+def test_docs_is_swagger_ui_served_by_this_server(api: TestClient) -> None:
+    """/docs works offline and under the CSP: every script is a file of this server."""
+    page = api.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/docs/swagger-ui-bundle.js">',
+                                                       '<script src="/static/docs.js">']
+    bundle = api.get("/docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert api.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
+    assert '"/openapi.json"' in api.get("/static/docs.js").text
+    for path in ["/docs/index.html", "/docs/../app.py", "/docs/redoc.standalone.js", "/docs/%2e%2e/core.py"]:
+        assert api.get(path).status_code == 404, path
+
+
 def test_static_files_and_no_traversal(api: TestClient) -> None:
     assert "text/css" in api.get("/static/style.css").headers["content-type"]
     for path in ["/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/api.py",
@@ -278,6 +294,9 @@ def test_token_required(guarded: TestClient) -> None:
         assert guarded.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert guarded.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code in (200, 404)
     assert guarded.get("/healthz").status_code == 200
+    assert guarded.get("/docs/swagger-ui.css").status_code == 200  # a library's file: no secret
+    docs = guarded.get("/docs", follow_redirects=False)
+    assert docs.status_code == 303 and docs.headers["location"] == "/login?next=%2Fdocs"
 
 
 def test_page_login_sets_httponly_cookie(guarded: TestClient) -> None:

@@ -54,13 +54,14 @@ def run_search(session: Session, search: Search) -> dict[str, Any]:
     return {"items": strip_cursor(items), "next_cursor": cursor}
 
 
-@router.get("/healthz", tags=["ops"], operation_id="healthz", response_model=Health)
+@router.get("/healthz", tags=["ops"], operation_id="healthz", summary="Liveness", response_model=Health)
 def healthz() -> dict[str, str]:
     """Liveness: answers without touching the database or needing the token."""
     return {"status": "ok"}
 
 
-@router.get("/api/items", tags=["items"], operation_id="searchItems", response_model=ItemPage,
+@router.get("/api/items", tags=["items"], operation_id="searchItems", summary="Search items",
+            response_model=ItemPage,
             responses={**_ok("A page of items, newest first",
                              item=_link("getItem", "item_id", "/items/0/id", "The first item in full"),
                              story=_link("getStory", "story_id", "/items/0/story_id", "The first item's story")),
@@ -73,7 +74,8 @@ def api_items(request: Request, query: Annotated[ItemQuery, Query()]) -> dict[st
         return run_search(session, search)
 
 
-@router.get("/api/items/{item_id}", tags=["items"], operation_id="getItem", response_model=ItemDetail,
+@router.get("/api/items/{item_id}", tags=["items"], operation_id="getItem", summary="One item",
+            response_model=ItemDetail,
             responses={**_ok("The item with its text, versions and story",
                              story=_link("getStory", "story_id", "/story_id", "The item's story")),
                        **documented(404, 422)})
@@ -87,7 +89,8 @@ def api_item(request: Request, item_id: ItemId) -> dict[str, Any]:
     return item
 
 
-@router.get("/api/stories/{story_id}", tags=["items"], operation_id="getStory", response_model=Story,
+@router.get("/api/stories/{story_id}", tags=["items"], operation_id="getStory", summary="One story",
+            response_model=Story,
             responses={**_ok("The story's items, oldest first",
                              item=_link("getItem", "item_id", "/items/0/id", "The story's first item")),
                        **documented(404, 422)})
@@ -100,7 +103,8 @@ def api_story(request: Request, story_id: StoryId) -> dict[str, Any]:
     return {"id": story_id, "items": items}
 
 
-@router.get("/api/status", tags=["ops"], operation_id="getStatus", response_model=Status)
+@router.get("/api/status", tags=["ops"], operation_id="getStatus", summary="Sources, workers, latency",
+            response_model=Status)
 def api_status(request: Request) -> dict[str, Any]:
     """Sources, workers and detection latency (as `newsmon status --format json`)."""
     with sessions_of(request)() as session:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +30,15 @@ SECURITY_HEADERS = {
 }
 TAGS = [{"name": "items", "description": "The stored history: search, items, stories"},
         {"name": "ops", "description": "Health, status and metrics"}]
-STATIC = {"style.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
+STATIC = {"style.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+          "docs.js": "text/javascript; charset=utf-8"}
+# Swagger UI, from the fastapi-offline package (no CDN: the CSP allows only this server)
+SWAGGER = {"swagger-ui.css": "text/css; charset=utf-8", "swagger-ui-bundle.js": "text/javascript; charset=utf-8"}
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>newsmon API</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script><script src="/static/docs.js"></script></body></html>"""
 
 Next = Callable[[Request], Awaitable[Response]]
 
@@ -39,6 +47,22 @@ def _static_files() -> dict[str, bytes]:
     """The page's assets, read once from the package (a fixed list: nothing else is served)."""
     base = resources.files("scheduler.web")
     return {name: (base / name).read_bytes() for name in STATIC}
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs: the API reference, Swagger UI over /openapi.json; its files are read when first asked."""
+    swagger = resources.files("fastapi_offline") / "static"
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(DOCS_PAGE)
+
+    @app.get("/docs/{name}", include_in_schema=False)
+    def docs_asset(name: str) -> Response:
+        if name not in SWAGGER:
+            raise HTTPException(404, detail="not found")
+        return Response((swagger / name).read_bytes(), media_type=SWAGGER[name],
+                        headers={"Cache-Control": "max-age=86400"})
 
 
 def _denied(request: Request) -> Response:
@@ -72,7 +96,7 @@ def _add_static_and_metrics(app: FastAPI, sessions: sessionmaker[Session]) -> No
             raise HTTPException(404, detail="not found")
         return Response(files[name], media_type=STATIC[name], headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/metrics", tags=["ops"], operation_id="metrics", response_class=Response,
+    @app.get("/metrics", tags=["ops"], operation_id="metrics", summary="Prometheus metrics", response_class=Response,
              responses={200: {"description": "Prometheus text exposition format",
                               "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
     def prometheus() -> Response:
@@ -122,4 +146,5 @@ def create_app(config: AppConfig, sessions: sessionmaker[Session]) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
     _add_static_and_metrics(app, sessions)
+    _add_docs(app)
     return app
