@@ -128,6 +128,15 @@ def test_with_a_token_every_operation_but_healthz_documents_401(session_factory:
             assert operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
 
 
+def test_readme_documents_every_operation(session_factory: sessionmaker[Session]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    api = readme[readme.index("## API"):]
+    for path in openapi(session_factory)["paths"]:
+        assert f"GET {path.replace('item_id', 'id').replace('story_id', 'id')}" in api, path
+    for name in ("/openapi.json", "/docs", '"parameter"', "curl"):
+        assert name in api, name
+
+
 def _fields(model: type[Any]) -> set[str]:
     return {info.alias or name for name, info in model.model_fields.items()}
 
