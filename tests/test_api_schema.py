@@ -307,8 +307,9 @@ def assert_clean(run: Run, *checks: str, examples: int = 30) -> None:
     for operation in OPERATIONS_WITHOUT:  # one possible request: sent in each generating phase
         assert run.cases[operation] >= 2, (operation, run.cases)
     for check in ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-                  "response_schema_conformance", "negative_data_rejection", "typed_json_answer", *checks):
+                  "response_schema_conformance", "negative_data_rejection", *checks):
         assert run.checks[check] >= 3 * examples, (check, run.checks)
+    assert run.checks["typed_json_answer"] >= examples, run.checks  # ours (recorded less often)
 
 
 @pytest.fixture(scope="module")
