@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
+import fastapi_offline
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -51,7 +52,7 @@ def _static_files() -> dict[str, bytes]:
 
 def _add_docs(app: FastAPI) -> None:
     """/docs: the API reference, Swagger UI over /openapi.json; its files are read when first asked."""
-    swagger = resources.files("fastapi_offline") / "static"
+    swagger = resources.files(fastapi_offline) / "static"
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
