@@ -15,7 +15,7 @@ LINE_FORMAT = "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</lev
 # Scrapy's own lines about a failed fetch (robots.txt, retries, download errors): each poll's
 # outcome already records the failure with its class and the poll summary logs it once, so these
 # go to DEBUG (with their traceback only when tracebacks are on).
-ROUTINE = ("scrapy.downloadermiddlewares.robotstxt", "scrapy.downloadermiddlewares.retry",
+ROUTINE = ("scrapy.downloadermiddlewares.",
            "scrapy.core.scraper", "scrapy.core.downloader", "scrapy_playwright")
 
 
