@@ -17,8 +17,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
+# quiet: the first screen of `make run` is the product, not the list of the locked packages
 install: $(UV)
-	$(SYNC)
+	@echo "installing the locked dependencies (uv.lock) into $(VENV)"
+	@$(SYNC) --quiet
 
 run: install
 	@test -f newsmon.toml || $(BIN)/newsmon init
