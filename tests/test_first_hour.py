@@ -125,10 +125,12 @@ aliases = ["CICA", "СВМДА"]
     return config, path
 
 
-def start(config: Path, tmp: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+def start(config: Path, tmp: Path, *args: str, run_args: tuple[str, ...] = ()
+          ) -> tuple[subprocess.Popen[bytes], Path, Path]:
     out, err = tmp / "stdout.log", tmp / "stderr.log"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "scheduler", "--config", str(config), *args, "run"],
+        process = subprocess.Popen([sys.executable, "-m", "scheduler", "--config", str(config), *args, "run",
+                                    *run_args],
                                    cwd=tmp, stdout=stdout, stderr=stderr,
                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
     return process, out, err
@@ -228,7 +230,27 @@ def test_port_in_use_is_one_clear_error(tmp_path: Path, site: Site) -> None:
         config, _ = write_config(tmp_path, site, port, free_port())
         process, out, err = start(config, tmp_path)
         assert process.wait(timeout=60) == 2
-    message = err.read_text(encoding="utf-8")
-    assert message.strip().splitlines() == [
-        f"newsmon: cannot serve the web page on 127.0.0.1:{port}: the port is in use (another newsmon, "
-        "or another program); set [server] port, or start with --no-serve"], message
+        message = err.read_text(encoding="utf-8")
+        assert message.strip().splitlines() == [
+            f"newsmon: cannot serve the web page on 127.0.0.1:{port}: the port is in use (another newsmon, "
+            "or another program); set [server] port, or start with --no-serve"], message
+        # A worker asked not to serve starts on the same configuration.
+        process, _, err = start(config, tmp_path, run_args=("--no-serve",))
+        try:
+            wait_until(lambda: "alert channel (log)" in err.read_text(encoding="utf-8"), 60, "the start", err)
+        finally:
+            assert stop(process) == 0
+    assert "web page" not in err.read_text(encoding="utf-8")
+
+
+def test_public_address_without_token_is_refused(tmp_path: Path, site: Site) -> None:
+    from click.testing import CliRunner
+
+    from scheduler.cli import cli
+
+    config, _ = write_config(tmp_path, site, free_port(), free_port())
+    config.write_text(config.read_text(encoding="utf-8").replace("[server]\n", '[server]\nhost = "0.0.0.0"\n'),
+                      encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(config), "run"])
+    assert result.exit_code == 2
+    assert "refusing to listen on 0.0.0.0 without [server] api_token" in result.output
