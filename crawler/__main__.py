@@ -13,7 +13,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from crawler.job import CrawlJob
-from crawler.logs import InterceptHandler
+from crawler.logs import InterceptHandler, add_stderr_sink
 
 EXIT_OK = 0
 EXIT_BAD_JOB = 2
@@ -23,17 +23,12 @@ WATCHDOG_GRACE = 3.0
 
 
 def setup_logging(level: str, json_lines: bool) -> None:
-    """loguru on stderr; stdlib records below ``level`` are dropped before formatting."""
-    logger.remove()
-    logger.add(sys.stderr, level=level.upper(), serialize=json_lines, colorize=False,
-               backtrace=False, diagnose=False,  # no local variables (feed content) in logs
-               format="{time:HH:mm:ss} {level: <7} crawl {message}")
+    """The daemon's sink and format (crawler.logs), on the stderr it shares with the daemon;
+    stdlib records below ``level`` are dropped before formatting."""
+    add_stderr_sink(level, json_lines, diagnose=False)  # no local variables (feed content) in logs
     handler = InterceptHandler(level=logging.getLevelName(level.upper()),
                                tracebacks=level.upper() in ("DEBUG", "TRACE"))
     logging.basicConfig(handlers=[handler], level=logging.NOTSET, force=True)
-    # A robots.txt that cannot be fetched is logged with a full traceback; the request after
-    # it fails (and is classified) on its own.
-    logging.getLogger("scrapy.downloadermiddlewares.robotstxt").setLevel(logging.CRITICAL)
 
 
 def events_stream() -> TextIO:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from scheduler.config import AppConfig
     from scheduler.context import AppContext
     from scheduler.notifiers import Channel
+    from scheduler.web.server import BackgroundServer
 
 ROUND_GRACE = 8.0  # seconds an in-flight round may take to finish after SIGTERM
 STOP_BUDGET = 9.5  # seconds from the signal to exit
@@ -62,7 +63,7 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
     for spec in config.alerts:
         channel = build_channel(spec)
         channels[channel.id] = channel
-        if spec.allow_private:
+        if spec.allow_private or spec.kind == "log":
             continue
         if spec.kind == "webhook":
             from urllib.parse import urlsplit
@@ -145,9 +146,14 @@ def guarded(name: str, fn: Callable[[], object]) -> Callable[[], None]:
 class Daemon:
     """`newsmon run`: start, poll and dispatch until SIGTERM/SIGINT, then stop cleanly."""
 
-    def __init__(self, app: AppContext, round_fn: RoundFn | None = None) -> None:
+    def __init__(self, app: AppContext, round_fn: RoundFn | None = None, *, serve: bool | None = None,
+                 insecure: bool = False) -> None:
+        """:param serve: also serve the web page and API (default: ``[server] enabled``)."""
         self.app = app
         self.round_fn = round_fn
+        self.serve = app.config.server.enabled if serve is None else serve
+        self.insecure = insecure
+        self.web: BackgroundServer | None = None
         self.stop = threading.Event()
         self.signalled_at: float | None = None
         self.lock: DaemonLock | None = None
@@ -183,9 +189,35 @@ class Daemon:
                      host=host, pid=pid)
         jobs.warn_unknown_channels(rt)
         enabled = sum(1 for s in config.sources if s.enabled)
-        logger.info("newsmon daemon {} started: {} sources ({} enabled), {} alert channels, database {}",
-                    worker_id, len(config.sources), enabled, len(channels), _safe_url(config.storage.url))
+        logger.info("newsmon daemon {} started: {} sources ({} enabled), {}, database {}",
+                    worker_id, len(config.sources), enabled, channels_summary(channels),
+                    _safe_url(config.storage.url))
         return rt
+
+    def bind_web(self) -> None:
+        """Check and bind the web page's address before anything starts: a port in use or a
+        public address without a token is one clear error (exit 2), never a crash loop."""
+        from scheduler.context import fail
+        from scheduler.web.server import BackgroundServer, ServeError, bind, check_access
+
+        settings = self.app.config.server
+        try:
+            check_access(settings.host, settings.api_token, self.insecure)
+            sock = bind(settings.host, settings.port)
+        except ServeError as exc:
+            fail(str(exc), 2)
+        self.web = BackgroundServer(self.app.config, self.app.sessions, sock)
+
+    def start_web(self) -> None:
+        from scheduler.web.server import page_url
+
+        if self.web is None:
+            return
+        if self.app.log_level not in ("DEBUG", "TRACE"):
+            logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start-up lines: ours says it
+        self.web.start()
+        logger.info("web page: {}{}", page_url(self.web.sock, self.app.config.server.host),
+                    " (token required)" if self.app.config.server.api_token else "")
 
     def build_scheduler(self, rt: Runtime) -> BackgroundScheduler:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -253,9 +285,12 @@ class Daemon:
             self.acquire_lock()
         except DaemonLockedError as exc:
             fail(str(exc), 1)
+        if self.serve:
+            self.bind_web()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.on_signal)
         self.rt = rt = self.start_runtime()
+        self.start_web()
         self.scheduler = self.build_scheduler(rt)
         self.scheduler.start()
         while not self.stop.wait(0.5):
@@ -276,6 +311,8 @@ class Daemon:
             terminate_children()
         idle = rt.wait_idle(max(0.1, STOP_BUDGET - (time.monotonic() - started)))
         self.scheduler.shutdown(wait=False)
+        if self.web is not None:
+            self.web.stop()
         with rt.sessions() as session:
             stop_worker(session, rt.worker_id, utc_now())
         for channel in rt.channels.values():
@@ -287,6 +324,13 @@ class Daemon:
         if not idle:  # a send still waits on its timeout: its event stays pending and is resent
             os._exit(0)
         return 0
+
+
+def channels_summary(channels: dict[str, Channel]) -> str:
+    """``1 alert channel (log)``, ``2 alert channels (webhook, log)``."""
+    kinds = ", ".join(dict.fromkeys(c.spec.kind for c in channels.values()))
+    noun = "channel" if len(channels) == 1 else "channels"
+    return f"{len(channels)} alert {noun}" + (f" ({kinds})" if kinds else "")
 
 
 def _safe_url(url: str) -> str:

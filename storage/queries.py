@@ -302,3 +302,21 @@ def worker_status(session: Session, now: datetime | None = None) -> list[dict[st
 def outbox_backlog(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(AlertEvent)
                           .where(AlertEvent.delivered_at.is_(None))) or 0
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """One poll of a source, as the fetch log keeps it."""
+
+    started_at: datetime
+    outcome: str
+    error_class: str | None
+
+
+def recent_polls(session: Session, source_id: str, limit: int) -> list[PollRecord]:
+    """The source's last ``limit`` polls, newest first."""
+    rows = session.execute(
+        select(FetchLog.started_at, FetchLog.outcome, FetchLog.error_class)
+        .where(FetchLog.source_id == source_id)
+        .order_by(FetchLog.started_at.desc(), FetchLog.id.desc()).limit(limit))
+    return [PollRecord(*row) for row in rows]

@@ -95,6 +95,9 @@ dispatch_interval = "1s"
 round_timeout = "30s"
 retry_cap = "3s"
 
+[server]
+enabled = false  # the web page is tested in test_first_hour
+
 {sources}{"".join(self.extra_sources)}
 [[organisations]]
 id = "CICA"
