@@ -6,6 +6,9 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -163,7 +166,8 @@ class Importer:
     def _feed_parallel(self, chunks: Iterator[Lines]) -> None:
         job = (self._backend(), self.now)
         # spawn: the worker inherits no database connection (a forked copy could close it)
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
             pending: deque[tuple[Lines, Future[list[Prepared]] | None]] = deque()
             for part in chunks:
                 pending.append((part, _submit(pool, part, job)))
@@ -411,6 +415,16 @@ class Importer:
 
 
 Lines = list[tuple[int, str | bytes]]
+
+
+def _watch_parent(parent: int) -> None:
+    """In the worker: exit as soon as the importing process is gone (killed mid-import)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _submit(pool: ProcessPoolExecutor, part: Lines, job: tuple[str, datetime]) -> Future[list[Prepared]] | None:
