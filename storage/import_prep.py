@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.errors import ImportLineError
-from storage.repository import key_of
+from storage.keys import key_of
 from storage.search import search_terms
 
 # One prepared line: (line number, the record or None, the reason it is bad or None).
@@ -74,16 +74,16 @@ def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datet
 
 
 def _time_to_db(backend: str) -> Callable[[datetime], Any] | None:
-    """How SQLAlchemy converts a time for ``backend``'s driver (None: the driver takes it)."""
-    if backend != "sqlite":
-        return None
-    from sqlalchemy.dialects import sqlite
+    """How a time goes to ``backend``'s driver (None: as it is). SQLite stores naive UTC text
+    in SQLAlchemy's format (tests/test_import_speed.py checks it against SQLAlchemy's own)."""
+    return sqlite_time if backend == "sqlite" else None
 
-    from storage.models import Item
 
-    convert = Item.__table__.c.first_seen_at.type._cached_bind_processor(sqlite.dialect())
-    assert convert is not None
-    return convert
+def sqlite_time(value: datetime) -> str:
+    """A UTC column's value on SQLite, as ``models.UtcDateTime`` stores it."""
+    v = value.astimezone(UTC)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}."
+            f"{v.microsecond:06d}")
 
 
 def _same(value: datetime) -> datetime:

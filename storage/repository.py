@@ -3,7 +3,6 @@ in one transaction; source polling state; the fetch log."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 import zlib
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from storage.keys import key_of
 from storage.models import (
     AlertEvent,
     AlertKey,
@@ -31,12 +31,6 @@ from storage.models import (
 )
 from storage.search import search_terms
 from storage.serialize import item_dict
-
-
-def key_of(value: str) -> str:
-    """A fixed-size index key for a long string (URLs, GUIDs)."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:40]
-
 
 # Alerts go out for matches at least this sure (crawler/evidence.py: 1.0 a name or safe
 # acronym, 0.95–0.7 an ambiguous acronym with evidence, 0.6 only a foreign-affairs source).

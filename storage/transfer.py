@@ -120,7 +120,7 @@ class ImportReport:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-CHUNK = 2000  # records per transaction
+CHUNK = 4000  # records per transaction (fewer, larger FTS5 segments and commits)
 AHEAD = 2  # chunks prepared ahead by the worker process while one is written
 
 
@@ -168,11 +168,12 @@ class Importer:
         # spawn: the worker inherits no database connection (a forked copy could close it)
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
-            pending: deque[tuple[Lines, Future[list[Prepared]] | None]] = deque()
+            first = next(chunks, [])
+            pending = deque((part, _submit(pool, part, job)) for part in itertools.islice(chunks, AHEAD))
+            self._write(prepare(first, *job))  # here, while the worker starts
             for part in chunks:
                 pending.append((part, _submit(pool, part, job)))
-                if len(pending) > AHEAD:
-                    self._write(_prepared(*pending.popleft(), job))
+                self._write(_prepared(*pending.popleft(), job))
             while pending:
                 self._write(_prepared(*pending.popleft(), job))
 

@@ -200,3 +200,15 @@ def test_a_crash_inside_a_chunk_leaves_whole_chunks_and_the_import_completes(db_
     assert (report.items_new, report.unchanged, report.errors) == (14, 16, [])
     state = dump(db_url)
     assert len(state["items"]) == 30 and len(state["search"]) == 30
+
+
+def test_sqlite_times_are_written_as_sqlalchemy_writes_them() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from storage.import_prep import sqlite_time
+    from storage.models import Item
+
+    convert = Item.__table__.c.first_seen_at.type._cached_bind_processor(sqlite.dialect())
+    for value in (NOW, datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+                  datetime.fromisoformat("2026-03-29T01:30:00.5+03:00")):
+        assert sqlite_time(value) == convert(value)
