@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.import_prep import Prepared, prepare
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
-from storage.repository import index_item
 from storage.serialize import item_dict, raw_body, version_dict
+from storage.writes import index_item, index_items
 
 BATCH = 500
 
@@ -513,9 +513,7 @@ class _Bulk:
         self.rows("items_search", ("item_id", "terms"), [(i, tsv) for i, _, tsv in rows if tsv is not None])
         parsed = [(i, terms) for i, terms, tsv in rows if tsv is None]
         if parsed:
-            with self.driver.cursor() as cursor:
-                cursor.executemany("INSERT INTO items_search (item_id, terms) "
-                                   "VALUES (%s, to_tsvector('simple', %s))", parsed)
+            index_items(self.session, parsed, fresh=True)
 
 LOOKUP = 400  # keys per lookup query
 
