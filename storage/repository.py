@@ -3,7 +3,6 @@ items; source definitions and polling state; the fetch log."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from storage.db import in_list
+from storage.keys import key_of
 from storage.models import (
     FetchLog,
     Item,
@@ -21,12 +21,6 @@ from storage.models import (
     Source,
 )
 from storage.stories import Signed
-
-
-def key_of(value: str) -> str:
-    """A fixed-size index key for a long string (URLs, GUIDs)."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:40]
-
 
 # Alerts go out for matches at least this sure (crawler/evidence.py: 1.0 a name or safe
 # acronym, 0.95–0.7 an ambiguous acronym with evidence, 0.6 only a foreign-affairs source).
