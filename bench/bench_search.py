@@ -123,7 +123,7 @@ def explain(url: str, out) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        if "ORDER BY items.sort_at DESC" in statement and not statement.startswith("EXPLAIN"):
+        if not statement.startswith(("SELECT matches.", "SELECT item_sources.", "EXPLAIN", "SET ")):
             seen.append((statement, parameters))
 
     postgres = engine.dialect.name == "postgresql"
@@ -132,14 +132,17 @@ def explain(url: str, out) -> None:
             seen.clear()
             with sessions() as session:
                 search_items(session, flt)
-                statement, parameters = seen[-1]
+                ran = list(seen)
                 prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " if postgres else "EXPLAIN QUERY PLAN "
-                rows = session.connection().exec_driver_sql(prefix + statement, parameters).all()
+                plans = [(statement, session.connection().exec_driver_sql(prefix + statement, parameters).all())
+                         for statement, parameters in ran]
             print(f"\n### {kind}: {describe(flt)}\n", file=out)
-            print("```", file=out)
-            for row in rows:
-                print(row[0] if postgres else f"{'  ' * 0}{row[-1]}", file=out)
-            print("```", file=out)
+            for statement, rows in plans:
+                print("```", file=out)
+                print(f"-- {' '.join(statement.split())[:300]}", file=out)
+                for row in rows:
+                    print(row[0] if postgres else row[-1], file=out)
+                print("```", file=out)
     engine.dispose()
 
 

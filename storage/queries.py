@@ -351,22 +351,49 @@ def latency_stats(session: Session, limit: int = 1000) -> dict[str, Any]:
     }
 
 
-def _usual_gap(session: Session, source_id: str) -> float | None:
-    """Median gap in seconds between the source's recent new items (its usual cadence)."""
-    seen = session.scalars(select(ItemSource.first_seen_at).where(ItemSource.source_id == source_id)
-                           .order_by(ItemSource.first_seen_at.desc()).limit(20)).all()
+def _usual_gap(seen: Sequence[datetime]) -> float | None:
+    """Median gap in seconds between a source's recent new items, newest first (its usual cadence)."""
     gaps = [(a - b).total_seconds() for a, b in zip(seen, seen[1:], strict=False)]
     gaps = [g for g in gaps if g > 1]
     return statistics.median(gaps) if len(gaps) >= 3 else None
+
+
+RECENT = 20  # new items per source that tell its cadence
+
+
+def _recent_seen(session: Session) -> dict[str, list[datetime]]:
+    """Per source, when its newest RECENT items were first seen, newest first: on PostgreSQL
+    in one statement (a LATERAL index walk per source), on SQLite one small indexed query per
+    source (in-process, so cheap), never a scan of every item."""
+    out: dict[str, list[datetime]] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(text(
+            "SELECT s.id, x.first_seen_at FROM sources s CROSS JOIN LATERAL (SELECT first_seen_at "
+            "FROM item_sources WHERE source_id = s.id ORDER BY first_seen_at DESC LIMIT :n) x "
+            "ORDER BY s.id, x.first_seen_at DESC"), {"n": RECENT})
+        for source_id, at in rows:
+            out.setdefault(source_id, []).append(at.astimezone(UTC))
+        return out
+    # the driver's cursor: SQLAlchemy's own cost per statement (~1 ms) would be most of it
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for source_id in session.scalars(select(Source.id)).all():
+            cursor.execute("SELECT first_seen_at FROM item_sources WHERE source_id = ? "
+                           "ORDER BY first_seen_at DESC LIMIT ?", (source_id, RECENT))
+            out[source_id] = [datetime.fromisoformat(at).replace(tzinfo=UTC) for (at,) in cursor.fetchall()]
+    finally:
+        cursor.close()
+    return out
 
 
 def source_status(session: Session, now: datetime, silence_factor: float = 3.0) -> list[dict[str, Any]]:
     """Per source: polling state, counts, the last error and whether it has gone silent."""
     counts = dict(session.execute(select(ItemSource.source_id, func.count())
                                   .group_by(ItemSource.source_id)).all())
+    recent = _recent_seen(session)
     out = []
     for source in session.scalars(select(Source).order_by(Source.id)):
-        gap = _usual_gap(session, source.id)
+        gap = _usual_gap(recent.get(source.id, []))
         cadence = max(gap or 0.0, source.interval_seconds)
         silent = bool(
             source.enabled and source.last_new_item_at is not None and gap is not None
