@@ -72,7 +72,7 @@ def build(engine: Engine, rows: int) -> float:
             if postgres:
                 at = "to_timestamp(:start + n * :step)"
                 conn.execute(text(f"INSERT INTO fetch_log ({columns}) SELECT {values.format(at=at)} "
-                                  "FROM generate_series(:first, :last) AS n"), params)
+                                  "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n"), params)
             else:
                 at = "strftime('%Y-%m-%d %H:%M:%f', :start + n * :step, 'unixepoch') || '000'"
                 conn.execute(text(f"WITH RECURSIVE s(n) AS (SELECT :first UNION ALL SELECT n + 1 FROM s "
