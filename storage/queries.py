@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -91,93 +90,13 @@ def _fulltext(session: Session, query: str) -> list[Any]:
 
 
 def _pg_fulltext(parsed: Query) -> Any:
-    """The full-text clause on PostgreSQL. Words and OR: the planner knows from its statistics
-    how many items hold a word, and picks between collecting them (GIN) and testing items along
-    the newest-first walk; an exclusion of words the GIN index answers exactly too. Phrases: a
-    page plan chosen by :func:`_pg_text_page`."""
-    if all(len(p) == 1 for p in [*parsed.excluded, *(p for g in parsed.groups for p in g)]):
-        return Item.id.in_(select(text("item_id")).select_from(text("items_search"))
-                           .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed)))
-    return PgText(tsquery(parsed) or "", tsquery(parsed, phrases=False))
-
-
-@dataclass(frozen=True)
-class PgText:
-    """A PostgreSQL full-text filter with a phrase or an exclusion: ``tsq`` the query,
-    ``candidates`` its positive part with phrases loosened to their words (what a GIN index
-    finds before checking positions), None when it has no positive part."""
-
-    tsq: str
-    candidates: str | None
-
-    def test(self, id_column: str) -> Any:
-        """Each row tested on its own: a scalar subquery, which the planner cannot turn into
-        collecting every match first."""
-        return text(f"(SELECT s.terms FROM items_search s WHERE s.item_id = {id_column}) @@ "
-                    "to_tsquery('simple', :fts_test)").bindparams(fts_test=self.tsq)
-
-    def collected(self) -> Any:
-        """Every match collected first (ARRAY(subquery) is computed once, by the GIN index)."""
-        return text("items.id = ANY(ARRAY(SELECT s.item_id FROM items_search s "
-                    "WHERE s.terms @@ to_tsquery('simple', :fts_all)))").bindparams(fts_all=self.tsq)
-
-
-SAMPLE = 2_000  # newest candidates tested before choosing how to find the rest
-
-
-def _pg_text_page(session: Session, clauses: list[Any], fts: PgText, limit: int) -> list[Item]:
-    """A page for a phrase query on PostgreSQL.
-
-    Its planner takes a phrase's items to be those that hold its words, while a GIN index on a
-    tsvector cannot check positions: every item with both words is fetched and rechecked. So a
-    common phrase of rare words ("мерам доверия": 13,000 items at 200,000) was collected and
-    sorted (160 ms), a rare phrase of common words (122 items) tested along the newest-first
-    walk past 90,000 items (460 ms). Here the walk is made in steps of SAMPLE items (then more)
-    that pass the other filters, each tested in one statement; a page found is the answer (the
-    common phrase: one step, ~15 ms). After each step the hit rate seen tells how far the walk
-    would still go, and the planner's estimate of the items holding the words how many the
-    index would recheck: when that is cheaper, the index finds the rest."""
-    ids: list[int] = []
-    tested, step, after = 0, SAMPLE, None
-    estimate: float | None = None
-    while len(ids) < limit:
-        window = (select(Item.id, Item.sort_at).where(*clauses, *([after] if after is not None else []))
-                  .order_by(Item.sort_at.desc(), Item.id.desc()).limit(step).subquery("walk"))
-        hit = func.coalesce(fts.test("walk.id"), False).label("hit")
-        rows = session.execute(select(window.c.id, window.c.sort_at, hit)
-                               .order_by(window.c.sort_at.desc(), window.c.id.desc())).all()
-        ids += [row.id for row in rows if row.hit][:limit - len(ids)]
-        tested += len(rows)
-        if len(rows) < step or len(ids) >= limit:
-            break
-        after = _after((rows[-1].sort_at, rows[-1].id))
-        walk = (limit - len(ids)) * tested / max(len(ids), 0.5)  # items the walk would still test
-        if estimate is None:
-            estimate = _pg_estimate(session, fts.candidates) if fts.candidates else float("inf")
-        # a recheck in a bitmap heap scan costs about a walk's test (both read the row)
-        if walk > estimate:
-            return _items(session, ids) + list(session.scalars(
-                select(Item).options(selectinload(Item.matches)).where(*clauses, after, fts.collected())
-                .order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit - len(ids))))
-        step = min(step * 2, 8 * SAMPLE)
-    return _items(session, ids)
-
-
-def _items(session: Session, ids: list[int]) -> list[Item]:
-    """Items by id, newest first."""
-    if not ids:
-        return []
-    return list(session.scalars(select(Item).options(selectinload(Item.matches)).where(Item.id.in_(ids))
-                                .order_by(Item.sort_at.desc(), Item.id.desc())))
-
-
-def _pg_estimate(session: Session, tsq: str) -> float:
-    """The planner's estimate of the items whose full-text row matches ``tsq``."""
-    plan = session.execute(text("EXPLAIN (FORMAT JSON) SELECT 1 FROM items_search "
-                                "WHERE terms @@ to_tsquery('simple', :q)"), {"q": tsq}).scalar()
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return float(plan[0]["Plan"]["Plan Rows"])
+    """The full-text clause on PostgreSQL: its planner chooses between collecting the matches
+    (GIN) and testing items along the newest-first walk from its statistics. A run-time choice
+    for phrases like SQLite's (walk the newest items in steps, collect when the hit rate seen
+    says that is cheaper) was measured slower than the planner's on the 200,000-item bench
+    (bench/README.md, "Search on PostgreSQL"), so there is none."""
+    return Item.id.in_(select(text("item_id")).select_from(text("items_search"))
+                       .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed)))
 
 
 def _organisations(session: Session, organisations: Sequence[str]) -> Any:
@@ -268,10 +187,6 @@ def _search_page(session: Session, clauses: list[Any], before: tuple[datetime, i
     """One page of items newest first, after the keyset cursor ``before`` = (sort_at, id)."""
     if before is not None:
         clauses = [*clauses, _after(before)]
-    fts = next((c for c in clauses if isinstance(c, PgText)), None)
-    if fts is not None:
-        others = [c for c in clauses if c is not fts]
-        return [_with_cursor(item) for item in _pg_text_page(session, others, fts, limit)]
     stmt = (select(Item).options(selectinload(Item.matches)).where(*clauses)
             .order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit))
     return [_with_cursor(item) for item in session.scalars(stmt).all()]

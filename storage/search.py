@@ -111,20 +111,16 @@ def fts5_excluded(query: Query) -> str | None:
     return " OR ".join(_fts5_phrase(p) for p in query.excluded) or None
 
 
-def _ts_phrase(terms: list[str], joint: str = " <-> ") -> str:
+def _ts_phrase(terms: list[str]) -> str:
     quoted = [f"'{t}'" for t in terms]
-    return joint.join(quoted) if len(quoted) > 1 else quoted[0]
+    return " <-> ".join(quoted) if len(quoted) > 1 else quoted[0]
 
 
-def tsquery(query: Query, *, phrases: bool = True) -> str | None:
-    """A PostgreSQL ``to_tsquery('simple', …)`` string for the whole query, or None.
-    ``phrases=False``: only the positive part, each phrase loosened to all of its words
-    anywhere (what a GIN index can answer without reading the rows)."""
-    joint = " <-> " if phrases else " & "
+def tsquery(query: Query) -> str | None:
+    """A PostgreSQL ``to_tsquery('simple', …)`` string for the whole query, or None."""
     parts = []
     for group in query.groups:
-        alternatives = " | ".join(f"({_ts_phrase(p, joint)})" for p in group)
+        alternatives = " | ".join(f"({_ts_phrase(p)})" for p in group)
         parts.append(f"({alternatives})")
-    if phrases:
-        parts.extend(f"!({_ts_phrase(p)})" for p in query.excluded)
+    parts.extend(f"!({_ts_phrase(p)})" for p in query.excluded)
     return " & ".join(parts) or None
