@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from storage.models import Item, ItemSignature, StoryBand
 from storage.partitions import drop_partitions_before, ensure_partitions, is_partitioned
 
-BATCH_SECONDS = 0.04
-FIRST_BATCH = 1000
+BATCH_SECONDS = 0.025
+FIRST_BATCH = 500
 MAX_BATCH = 20_000
 
 
@@ -84,4 +84,5 @@ def _batches(session: Session, pick: str, remove: str, cutoff: datetime, longest
         total += len(ids)
         if len(ids) < size:
             return total
-        size = max(100, min(MAX_BATCH, int(size * BATCH_SECONDS / max(took, 1e-4))))
+        # toward BATCH_SECONDS, growing at most 2× a batch (one slow moment must not overshoot)
+        size = max(100, min(MAX_BATCH, 2 * size, int(size * BATCH_SECONDS / max(took, 1e-4))))
