@@ -246,6 +246,8 @@ class Daemon:
                                   misfire_grace_time=3600)
         scheduler.add_job(guarded("heartbeat", lambda: jobs.beat(rt)), "interval",
                           seconds=rt.heartbeat_seconds, id="heartbeat")
+        scheduler.add_job(guarded("partitions", lambda: jobs.ensure_partitions(rt)), "interval", hours=1,
+                          id="partitions", next_run_time=now)
         scheduler.add_job(guarded("prune", lambda: jobs.prune_history(rt)), "interval", hours=6, id="prune",
                           next_run_time=now + timedelta(minutes=5))
         rt.wake_dispatch = lambda: self.wake_dispatch(rt)

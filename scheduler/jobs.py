@@ -329,6 +329,22 @@ def beat(rt: Runtime) -> list[str]:
     return dead
 
 
+def ensure_partitions(rt: Runtime) -> None:
+    """PostgreSQL: the fetch log's day partitions of today and the days ahead (hourly; the
+    prune also does it). A poll of a day without one lands in the default partition, from
+    which the partition's creation moves it."""
+    from storage.partitions import ensure_partitions as ensure
+    from storage.partitions import is_partitioned
+
+    with rt.sessions() as session:
+        connection = session.connection()
+        if is_partitioned(connection):
+            made = ensure(connection, rt.clock())
+            session.commit()
+            if made:
+                logger.info("fetch log partitions created for {}", ", ".join(d.isoformat() for d in made))
+
+
 def prune_history(rt: Runtime) -> None:
     """Drop fetch-log rows past `daemon.fetch_log_keep` and the story index past its window,
     then give back the memory its table scans took (see release_free_memory)."""
@@ -341,13 +357,12 @@ def prune_history(rt: Runtime) -> None:
         with rt.sessions(bind=connection) as session:
             pruned = prune(session, rt.clock(), story_window=WINDOW,
                            fetch_log_keep=timedelta(seconds=rt.config.daemon.fetch_log_keep))
-            session.commit()
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("PRAGMA shrink_memory")  # this connection's page cache
     release_free_memory()
-    if pruned.fetch_log or pruned.story_bands or pruned.signatures:
-        logger.info("pruned {} fetch-log rows, {} story bands, {} signatures", pruned.fetch_log,
-                    pruned.story_bands, pruned.signatures)
+    if pruned.fetch_log or pruned.fetch_log_days or pruned.story_bands or pruned.signatures:
+        logger.info("pruned {} fetch-log rows, {} fetch-log day partitions, {} story bands, {} signatures",
+                    pruned.fetch_log, pruned.fetch_log_days, pruned.story_bands, pruned.signatures)
 
 
 def release_free_memory() -> bool:

@@ -295,7 +295,8 @@ class AlertEvent(Base):
 
 
 class FetchLog(Base):
-    """One poll of one source: its outcome, as data."""
+    """One poll of one source: its outcome, as data. On PostgreSQL the table is partitioned by
+    day of ``started_at`` (storage/partitions.py); its primary key there is (id, started_at)."""
 
     __tablename__ = "fetch_log"
 
@@ -319,6 +320,19 @@ class FetchLog(Base):
     )
 
 
+class PollCount(Base):
+    """Polls of a source so far, per outcome and error class ("" for none): the fetch log rolled
+    up, one increment in the transaction that writes each fetch-log row, so `status` and
+    `/metrics` never count the log (which is pruned; these counters are not)."""
+
+    __tablename__ = "poll_counts"
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    error_class: Mapped[str] = mapped_column(String(32), primary_key=True, default="")
+    polls: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Worker(Base):
     """A running `newsmon run` process and its heartbeat."""
 
@@ -330,3 +344,4 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    polls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # fetch-log rows it wrote

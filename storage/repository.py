@@ -19,6 +19,7 @@ from storage.models import (
     Item,
     ItemSource,
     Source,
+    Worker,
 )
 from storage.stories import Signed
 
@@ -269,7 +270,9 @@ class PollOutcome:
 
 
 def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = None) -> None:
-    """Write the fetch log row and the source's polling state for one poll."""
+    """Write the fetch log row, its counters (``poll_counts``, ``workers.polls``) and the
+    source's polling state for one poll."""
+    count_poll(session, outcome.source_id, outcome.outcome, outcome.error_class, worker_id)
     session.add(FetchLog(
         source_id=outcome.source_id, started_at=outcome.started_at,
         finished_at=outcome.finished_at, outcome=outcome.outcome,
@@ -294,3 +297,15 @@ def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = 
         if outcome.new:
             values["last_new_item_at"] = outcome.finished_at
     session.execute(update(Source).where(Source.id == outcome.source_id).values(**values))
+
+
+def count_poll(session: Session, source_id: str, outcome: str, error_class: str | None,
+               worker_id: str | None) -> None:
+    """One more poll in the rolled-up counters (the fetch log's row is written beside it)."""
+    session.execute(text(
+        "INSERT INTO poll_counts (source_id, outcome, error_class, polls) VALUES (:s, :o, :c, 1) "
+        "ON CONFLICT (source_id, outcome, error_class) DO UPDATE SET polls = poll_counts.polls + 1"),
+        {"s": source_id, "o": outcome, "c": error_class or ""})
+    if worker_id is not None:
+        session.execute(update(Worker).where(Worker.id == worker_id).values(polls=Worker.polls + 1)
+                        .execution_options(synchronize_session=False))

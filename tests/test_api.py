@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import AppConfig, ServerSettings
 from scheduler.web.app import create_app
-from storage.models import AlertEvent, FetchLog
+from storage.models import AlertEvent
+from storage.repository import PollOutcome, record_poll
 from storage.transfer import Importer
 
 ITEM_KEYS = {"id", "source", "sources", "url", "canonical_url", "title", "published_at", "first_seen_at",
@@ -203,8 +204,7 @@ def _add_ops_rows(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         for outcome, cls in (("ok", None), ("ok", None), ("error", "timeout"),
                                             ("error", "blocked"), ("not-modified", None)):
-            session.add(FetchLog(source_id="tass", started_at=now, finished_at=now, outcome=outcome,
-                                 error_class=cls, new=0, updated=0, unchanged=0, matched=0))
+            record_poll(session, PollOutcome("tass", now, now, outcome, error_class=cls))
         for n, delivered in enumerate([True, True, False]):
             session.add(AlertEvent(
                 event_id=f"e{n}", channel="ops", organisations=json.dumps(["CICA"] if n else ["CICA", "SCO"]),
