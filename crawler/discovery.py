@@ -143,11 +143,19 @@ def source_id_for(url: str, taken: Iterable[str] = ()) -> str:
     return unique_id(slug("-".join(words)), taken)
 
 
+_CYRILLIC = dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюяәғқңөұүһі",
+                     ["a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "i", "k", "l", "m", "n", "o",
+                      "p", "r", "s", "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "", "y", "", "e",
+                      "iu", "ia", "a", "g", "q", "n", "o", "u", "u", "h", "i"], strict=True))
+
+
 def slug(text: str) -> str:
-    """A source id from any text: lower-case ASCII letters, digits and -."""
+    """A source id from any text: lower-case ASCII letters, digits and - (Cyrillic
+    transliterated)."""
     from unicodedata import normalize
 
-    ascii_text = normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    latin = "".join(_CYRILLIC.get(ch, ch) for ch in text.lower())
+    ascii_text = normalize("NFKD", latin).encode("ascii", "ignore").decode()
     cleaned = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")[:48].strip("-")
     return cleaned or "source"
 
@@ -268,12 +276,20 @@ def _read(fetched: Fetched, kind: str, how: str, page_url: str, language: str | 
     return candidate(spec, how, result, page_url, language)
 
 
-def _inferred(html: str, page_url: str, language: str | None, base: dict[str, object]) -> Candidate | None:
-    languages = [language] if language else None
-    selectors = infer_selectors(html, url=page_url, languages=languages)
+def infer_source(html: str, page_url: str, *, base: dict[str, object], language: str | None = None) -> SourceSpec | None:
+    """An ``html`` source for a listing page without a feed (crawler.inference), with the
+    time zone of the site's country; None when the page has no list of articles."""
+    language = language or page_language(html)
+    selectors = infer_selectors(html, url=page_url, languages=[language] if language else None)
     if selectors is None:
         return None
-    spec = _spec(base, "html", page_url, language, selectors=selectors)
+    return _spec(base, "html", page_url, language, selectors=selectors)
+
+
+def _inferred(html: str, page_url: str, language: str | None, base: dict[str, object]) -> Candidate | None:
+    spec = infer_source(html, page_url, base=base, language=language)
+    if spec is None:
+        return None
     result = parse_document(spec, html.encode("utf-8"), url=page_url, content_type="text/html; charset=utf-8")
     if result.error:
         return None

@@ -208,25 +208,23 @@ def _relative(block: _Element, target: _Element) -> str:
 
 
 def _title_selector(blocks: list[_Element], anchors: list[_Element], languages: list[str] | None) -> str:
-    """The element with the longest text in the block (not a date); ``::text`` when it is the
-    block itself and nothing inside is a better candidate."""
+    """The link when it is inside the block and reads as a headline; else the block's longest
+    text-only element that is not a date; else the link's own text."""
     block, anchor = blocks[0], anchors[0]
+    if block is not anchor and len(_text(anchor)) >= MIN_TITLE:
+        return _relative(block, anchor)
     best: _Element | None = None
     for node in block.iter():
-        if not isinstance(node.tag, str) or node is block:
+        if not isinstance(node.tag, str) or node is block or any(isinstance(c.tag, str) for c in node):
             continue
-        own = " ".join("".join(node.itertext()).split())
-        if len(own) < MIN_TITLE or _looks_like_date(own, languages):
-            continue
-        if any(isinstance(c.tag, str) and len(_text(c)) >= len(own) * 0.8 for c in node):
-            continue  # a child holds (nearly) all of it: that child is the title
-        if best is None or len(own) > len(_text(best)):
+        text = _text(node)
+        if len(text) >= MIN_TITLE and not _looks_like_date(text, languages) and \
+                (best is None or len(text) > len(_text(best))):
             best = node
-    if best is None:
-        return "::text" if block is anchor else _relative(block, anchor) + "::text"
-    css = _relative(block, best)
-    if all(Selector(root=b).css(css) for b in blocks):
-        return css
+    if best is not None:
+        css = _relative(block, best)
+        if all(Selector(root=b).css(css) for b in blocks):
+            return css
     return "::text" if block is anchor else _relative(block, anchor) + "::text"
 
 

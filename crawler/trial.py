@@ -69,6 +69,8 @@ def trial_source(spec: SourceSpec, *, crawl: CrawlSettings, organisations: tuple
             trial = Trial(source=spec.id, outcome=_outcome(event),
                           message=event.message if event else "the crawl process gave no answer")
             trial.items = read_items(make_session_factory(engine), spec.id)
+            if trial.outcome == "ok" and not trial.items:  # a first poll with nothing is not ok here
+                trial.outcome, trial.message = "empty", "no items"
         finally:
             engine.dispose()
     return trial
