@@ -276,7 +276,8 @@ def _read(fetched: Fetched, kind: str, how: str, page_url: str, language: str | 
     return candidate(spec, how, result, page_url, language)
 
 
-def infer_source(html: str, page_url: str, *, base: dict[str, object], language: str | None = None) -> SourceSpec | None:
+def infer_source(html: str, page_url: str, *, base: dict[str, object],
+                 language: str | None = None) -> SourceSpec | None:
     """An ``html`` source for a listing page without a feed (crawler.inference), with the
     time zone of the site's country; None when the page has no list of articles."""
     language = language or page_language(html)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from scheduler.commands import crawling, daemon, doctor, history, matching, serve, setup, sources
+from scheduler.commands import backfill, crawling, daemon, doctor, history, matching, serve, setup, sources
 
 REGISTRY: list[click.Command] = [
     *setup.COMMANDS,
@@ -15,4 +15,5 @@ REGISTRY: list[click.Command] = [
     *serve.COMMANDS,
     *doctor.COMMANDS,
     *sources.COMMANDS,
+    *backfill.COMMANDS,
 ]
