@@ -200,8 +200,8 @@ class _Walk:
         new, known = self._store(wanted, fetched)
         report.new, report.known = report.new + new, report.known + known
         row.new, row.known = row.new + new, row.known + known
-        if dated:
-            oldest = min(dated)
+        if stored := [e.published_at for e in wanted if e.published_at]:
+            oldest = min(stored)
             row.oldest_at = oldest if row.oldest_at is None else min(row.oldest_at, oldest)
         report.oldest_at = row.oldest_at
         return _older_pages(self.read, result, fetched), entirely_older

@@ -168,7 +168,8 @@ NOISY_LISTING = """<!DOCTYPE html><html lang="en"><head><title>Press</title></he
  <div class="news-list">
   <div class="row"><div class="col"><div class="news-box">
    <span class="tag"><a href="/en/tags/diplomacy">Diplomacy</a></span>
-   <h4><a href="/en/news/1201-minister-meets-cica-secretary-general">Minister meets the CICA Secretary General in Astana</a></h4>
+   <h4><a href="/en/news/1201-minister-meets-cica-secretary-general">Minister meets the CICA Secretary
+    General in Astana</a></h4>
    <p class="lead">The sides discussed the agenda of the coming summit.</p>
    <div class="meta">03.02.2025 14:30</div></div></div></div>
   <div class="row"><div class="col"><div class="news-box">

@@ -64,7 +64,7 @@ def backfill(app: AppContext, source_id: str, since_day: str | None, max_pages: 
                                      sessions=app.sessions, since=since, max_pages=max_pages, on_page=on_page)
     except BackfillError as exc:
         fail(str(exc), 1)
-    print_summary(report, since_day)
+    print_summary(report, since_day, spec.timezone)
     if report.stopped == "error":
         fail(f"{report.error} (what was stored stays; run it again to retry from this page)", 1)
 
@@ -90,8 +90,11 @@ def progress(total: int) -> Iterator[Callable[[BackfillReport], None]]:
         yield update
 
 
-def print_summary(report: BackfillReport, since_day: str | None) -> None:
-    oldest = report.oldest_at.date().isoformat() if report.oldest_at else "-"
+def print_summary(report: BackfillReport, since_day: str | None, timezone: str = "UTC") -> None:
+    """One line: pages, items new and known, the oldest date reached (in the source's zone)."""
+    from zoneinfo import ZoneInfo
+
+    oldest = report.oldest_at.astimezone(ZoneInfo(timezone)).date().isoformat() if report.oldest_at else "-"
     how = STOPS[report.stopped].format(since=since_day or "the start")
     resumed = " (continued)" if report.resumed else ""
     click.echo(f"{report.source}: {report.pages} pages{resumed}, {report.new} new items, "
