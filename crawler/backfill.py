@@ -28,7 +28,7 @@ from crawler.spiders.kinds import parse_document
 from crawler.stories import MinHashStoryFinder
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
-from storage.backfills import backfill_of, hold_source, json_list, let_go, start_backfill
+from storage.backfills import backfill_of, hold_source, json_list, lease_owner, let_go, start_backfill
 from storage.db import lock_writes
 from storage.writes import prepare, save_items
 
@@ -84,6 +84,7 @@ def backfill_source(spec: SourceSpec, *, crawl: CrawlSettings, organisations: tu
         _hold(session, spec.id, owner)
         try:
             walk = _Walk(spec, crawl, OrgMatcher(list(organisations)), fetcher, session, since)
+            walk.owner = owner
             return walk.run(max_pages, on_page)
         finally:
             let_go(session, spec.id, owner)
@@ -91,10 +92,27 @@ def backfill_source(spec: SourceSpec, *, crawl: CrawlSettings, organisations: tu
 
 def _hold(session: Session, source_id: str, owner: str) -> None:
     deadline = time.monotonic() + LEASE_WAIT
-    while not hold_source(session, source_id, owner, datetime.now(UTC), LEASE_SECONDS):
+    held_by = lease_owner(session, source_id)
+    dead = held_by if _dead_backfill(held_by) else None
+    while not hold_source(session, source_id, owner, datetime.now(UTC), LEASE_SECONDS, replacing=dead):
         if time.monotonic() > deadline:
             raise BackfillError(f"{source_id} is being polled by another process; try again later")
         time.sleep(2.0)
+
+
+def _dead_backfill(owner: str | None) -> bool:
+    """True for the lease of a backfill of this machine whose process is gone (killed)."""
+    kind, _, rest = (owner or "").partition(":")
+    host, _, pid = rest.rpartition(":")
+    if kind != "backfill" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class _Walk:
@@ -103,6 +121,7 @@ class _Walk:
         self.spec, self.crawl, self.matcher, self.fetcher, self.session = spec, crawl, matcher, fetcher, session
         self.since = since
         self.stories = MinHashStoryFinder()
+        self.owner = ""
 
     def run(self, max_pages: int, on_page: Callable[[BackfillReport], None] | None) -> BackfillReport:
         report = BackfillReport(source=self.spec.id)
@@ -130,6 +149,8 @@ class _Walk:
             row.pending, row.seen = json_list(pending), json_list(sorted(seen))
             row.updated_at = datetime.now(UTC)
             self.session.commit()
+            if self.owner:  # a long backfill keeps its lease
+                hold_source(self.session, self.spec.id, self.owner, row.updated_at, LEASE_SECONDS)
             if on_page:
                 on_page(report)
             if entirely_older:

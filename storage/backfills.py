@@ -30,17 +30,24 @@ def start_backfill(session: Session, source_id: str, since: datetime | None, fir
     return row
 
 
-def hold_source(session: Session, source_id: str, owner: str, now: datetime, seconds: float) -> bool:
-    """Take (or extend) the source's lease for ``owner``; False when someone else holds it.
-    Commits."""
+def hold_source(session: Session, source_id: str, owner: str, now: datetime, seconds: float,
+                replacing: str | None = None) -> bool:
+    """Take (or extend) the source's lease for ``owner``; False when someone else holds it
+    (other than ``replacing``, a holder known to be dead). Commits."""
+    takeable = [Source.lease_owner.is_(None), Source.lease_owner == owner, Source.lease_expires_at < now]
+    if replacing:
+        takeable.append(Source.lease_owner == replacing)
     result = session.execute(
-        update(Source).where(Source.id == source_id,
-                             or_(Source.lease_owner.is_(None), Source.lease_owner == owner,
-                                 Source.lease_expires_at < now))
+        update(Source).where(Source.id == source_id, or_(*takeable))
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
         .execution_options(synchronize_session=False))
     session.commit()
     return bool(getattr(result, "rowcount", 0))
+
+
+def lease_owner(session: Session, source_id: str) -> str | None:
+    source = session.get(Source, source_id)
+    return source.lease_owner if source is not None else None
 
 
 def let_go(session: Session, source_id: str, owner: str) -> None:

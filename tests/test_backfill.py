@@ -145,6 +145,41 @@ def test_backfill_stops_at_max_pages_and_a_later_run_goes_on(archive: MiniSite, 
     assert "archive: 10 pages (continued), 50 new items, 0 known, oldest 2025-01-31; no older page" in rest.stdout
 
 
+def test_a_killed_backfill_continues_where_it_stopped(archive: MiniSite, tmp_path: Path, sqlite_url: str,
+                                                      receiver) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    config = write_config(tmp_path, sqlite_url, archive.base, receiver.url)
+    archive.held["/archive?page=6"] = release = threading.Event()
+    command = [sys.executable, "-m", "scheduler", "--config", str(config), "backfill", "archive"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "/archive?page=6" not in archive.paths and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "/archive?page=6" in archive.paths
+        os.killpg(process.pid, signal.SIGKILL)  # kill -9 while page 6 is being read
+        process.wait(timeout=30)
+    finally:
+        release.set()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    engine = make_engine(sqlite_url)
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 25  # pages 1-5, each committed
+    engine.dispose()
+    done = CliRunner().invoke(cli, ["--config", str(config), "backfill", "archive"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "archive: 7 pages (continued), 35 new items, 0 known, oldest 2025-01-31; no older page" in done.stdout
+    assert [p for p in archive.paths if p.startswith("/archive")].count("/archive?page=5") == 1
+
+
 def test_a_feed_without_a_sitemap_cannot_go_back(mini: MiniSite, tmp_path: Path, sqlite_url: str) -> None:  # noqa: F811
     feed = mini.set("/rss.xml", "<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
                     "<item><title>x</title><link>http://example.org/x</link></item></channel></rss>",

@@ -45,6 +45,7 @@ class MiniSite:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, str, bytes]] = {}
         self.paths: list[str] = []
+        self.held: dict[str, threading.Event] = {}  # paths that answer only once released
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,6 +56,8 @@ class MiniSite:
 
             def do_GET(self) -> None:  # noqa: N802
                 site.paths.append(self.path)
+                if self.path in site.held:
+                    site.held[self.path].wait(60)
                 status, content_type, body = site.routes.get(self.path, (404, "text/plain", b"not found"))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
