@@ -143,6 +143,50 @@ def test_guessed_id_language_and_timezone() -> None:
     assert page_language('<!DOCTYPE html><html lang="ru-RU"><head>') == "ru"
 
 
+ATOM = """<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="az">
+<title>Xəbərlər</title><id>urn:x</id><updated>2025-02-05T10:00:00Z</updated>
+<entry><title>AQEM toplantısı</title><id>urn:1</id><link href="{base}/az/news/1"/><updated>2025-02-05T10:00:00Z</updated></entry>
+<entry><title>Hava</title><id>urn:2</id><link href="{base}/az/news/2"/><updated>2025-02-04T10:00:00Z</updated></entry>
+</feed>"""
+SITEMAP = """<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+<url><loc>{base}/az/news/1</loc><lastmod>2025-02-05</lastmod></url></urlset>"""
+
+
+def test_discover_common_path_robots_sitemap_and_channel(mini: MiniSite) -> None:
+    from crawler.discovery import discover
+    from crawler.sources import CrawlSettings
+
+    mini.set("/feed/", ATOM.format(base=mini.base), "application/atom+xml")
+    mini.set("/robots.txt", f"User-agent: *\nDisallow: /private/\nSitemap: {mini.base}/news-sitemap.xml\n",
+             "text/plain")
+    mini.set("/news-sitemap.xml", SITEMAP.format(base=mini.base), "application/xml")
+    page = mini.set("/az/", '<html lang="az"><body><p>Nazirlik</p>'
+                    '<a href="https://t.me/MFA_Azerbaijan">Telegram</a></body></html>')
+    found = discover(page, crawl=CrawlSettings(), taken=["127-0-0-1-feed"], allow_private=True)
+    assert found.language == "az" and not found.blocked and not found.error
+    assert [(c.spec.kind, c.how, c.spec.url) for c in found.candidates] == [
+        ("feed", "common path", mini.base + "/feed/"),
+        ("sitemap", "robots.txt sitemap", mini.base + "/news-sitemap.xml"),
+        ("telegram", "t.me link", "https://t.me/s/MFA_Azerbaijan"),
+    ]
+    best = found.candidates[0]
+    assert best.spec.id == "127-0-0-1-feed-2" and best.spec.allow_private
+    assert [e.title for e in best.entries] == ["AQEM toplantısı", "Hava"]
+    assert found.candidates[2].spec.id == "t-me-mfa-azerbaijan"
+    each_once = [p for p in mini.paths if p in ("/rss", "/feed", "/rss.xml", "/atom.xml", "/rss.php", "/feed/")]
+    assert sorted(each_once) == sorted(set(each_once)) and len(each_once) == 6
+
+
+def test_discover_refuses_a_private_address_unless_typed(mini: MiniSite) -> None:
+    from crawler.discovery import discover
+    from crawler.sources import CrawlSettings
+
+    page = mini.set("/x", "<html><body>x</body></html>")
+    found = discover(page, crawl=CrawlSettings(), allow_private=False)
+    assert found.error and "127.0.0.1" in found.error and not found.candidates
+    assert "/x" not in mini.paths
+
+
 # --- inference: the catalogue's listing sources ---------------------------------------------------
 
 
