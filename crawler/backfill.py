@@ -281,7 +281,8 @@ def _problem(fetched: Fetched) -> str | None:
 def _older_pages(spec: SourceSpec, result: ParseResult, fetched: Fetched) -> list[str]:
     """Where the older items are: a sitemap index's children, the listing's or channel's next
     (older) page, a JSON API's next page."""
-    found = [u for u in result.follow if is_http_url(u)] if spec.kind == "sitemap" else []
+    found = _newest_first(fetched.body, [u for u in result.follow if is_http_url(u)]) \
+        if spec.kind == "sitemap" else []
     if spec.kind in ("html", "telegram") and result.next_page:
         found.append(result.next_page)
     if spec.kind == "json" and result.entries:
@@ -289,6 +290,26 @@ def _older_pages(spec: SourceSpec, result: ParseResult, fetched: Fetched) -> lis
         if nxt:
             found.append(nxt)
     return found
+
+
+def _newest_first(body: bytes, children: list[str]) -> list[str]:
+    """A sitemap index's child sitemaps by their ``<lastmod>``, newest first (undated last, in
+    document order): backfill goes back in time."""
+    from crawler.dates import parse_date
+    from crawler.listings import _child_text, _gunzip, _local, _xml_root
+
+    data = _gunzip(body)
+    root = _xml_root(data) if data is not None else None
+    if root is None or not children:
+        return children
+    dated: dict[str, float] = {}
+    for node in root:
+        if _local(node.tag) == "sitemap":
+            when = parse_date(_child_text(node, "lastmod"))
+            if when is not None:
+                dated[_child_text(node, "loc")] = when.timestamp()
+    order = {url: index for index, url in enumerate(children)}
+    return sorted(children, key=lambda u: (u not in dated, -dated.get(u, 0.0), order[u]))
 
 
 _NEXT_KEYS = ("next", "next_page", "nextPage", "links.next", "_links.next.href", "paging.next")

@@ -197,6 +197,33 @@ def test_since_is_the_start_of_the_day_in_the_source_timezone() -> None:
     assert since_start(date(2025, 2, 15), "UTC") == datetime(2025, 2, 15, tzinfo=UTC)
 
 
+def test_older_pages_of_a_channel_and_a_sitemap_index() -> None:
+    import base64
+
+    from crawler.backfill import _older_pages
+    from crawler.catalogue import builtin_sources
+    from crawler.sources import SourceSpec
+    from crawler.spiders.kinds import parse_document
+
+    channel = next(s for s in builtin_sources() if s.id == "mid-telegram-ru")
+    body = (Path(__file__).parent / "data" / "sites" / "mid-telegram-ru" / "channel.html").read_bytes()
+    fetched = Fetched(url=channel.url, final_url=channel.url, status=200, body_b64=base64.b64encode(body).decode())
+    result = parse_document(channel, body, url=channel.url, content_type="text/html")
+    older = _older_pages(channel, result, fetched)
+    assert len(older) == 1 and older[0].startswith("https://t.me/s/MID_Russia?before=")
+    index = (b'<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+             b"<sitemap><loc>https://mfa.example.kz/sitemap-pages.xml</loc></sitemap>"
+             b"<sitemap><loc>https://mfa.example.kz/sitemap-2025-01.xml</loc><lastmod>2025-01-31</lastmod></sitemap>"
+             b"<sitemap><loc>https://mfa.example.kz/sitemap-2025-02.xml</loc><lastmod>2025-02-28</lastmod></sitemap>"
+             b"</sitemapindex>")
+    spec = SourceSpec(id="s", kind="sitemap", url="https://mfa.example.kz/sitemap.xml")
+    result = parse_document(spec, index, url=spec.url, content_type="application/xml")
+    fetched = Fetched(url=spec.url, final_url=spec.url, status=200, body_b64=base64.b64encode(index).decode())
+    assert _older_pages(spec, result, fetched) == ["https://mfa.example.kz/sitemap-2025-02.xml",
+                                                   "https://mfa.example.kz/sitemap-2025-01.xml",
+                                                   "https://mfa.example.kz/sitemap-pages.xml"]
+
+
 @pytest.mark.parametrize(("url", "body", "expected"), [
     ("https://api.example.kz/news?page=2&size=20", b'{"content": []}', "https://api.example.kz/news?page=3&size=20"),
     ("https://api.example.kz/news", b'{"items": [], "links": {"next": "/news?cursor=abc"}}',

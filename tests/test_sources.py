@@ -145,7 +145,8 @@ def test_guessed_id_language_and_timezone() -> None:
 
 ATOM = """<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="az">
 <title>Xəbərlər</title><id>urn:x</id><updated>2025-02-05T10:00:00Z</updated>
-<entry><title>AQEM toplantısı</title><id>urn:1</id><link href="{base}/az/news/1"/><updated>2025-02-05T10:00:00Z</updated></entry>
+<entry><title>AQEM toplantısı</title><id>urn:1</id><link href="{base}/az/news/1"/>
+<updated>2025-02-05T10:00:00Z</updated></entry>
 <entry><title>Hava</title><id>urn:2</id><link href="{base}/az/news/2"/><updated>2025-02-04T10:00:00Z</updated></entry>
 </feed>"""
 SITEMAP = """<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
