@@ -29,6 +29,7 @@ MAX_LINKED_FEEDS = 8
 MAX_SITEMAPS = 3
 _TELEGRAM = re.compile(r"https?://(?:www\.)?(?:t\.me|telegram\.me)/(?:s/)?([A-Za-z][A-Za-z0-9_]{3,31})(?=[/?\"'#\s<]|$)")
 _TELEGRAM_NOT_CHANNELS = frozenset({"share", "joinchat", "addstickers", "proxy", "iv", "login", "s"})
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _HTML_LANG = re.compile(r"<html[^>]*\blang\s*=\s*[\"']?([A-Za-z]{2,3})", re.IGNORECASE)
 # The time zone of a country's sites (capital's zone), by top-level domain.
 TIMEZONES = {
@@ -74,6 +75,7 @@ class Discovery:
     blocked: str | None = None
     error: str | None = None
     language: str | None = None
+    title: str = ""  # the page's <title>, for the source's name
 
     @property
     def best(self) -> Candidate | None:
@@ -127,6 +129,14 @@ def page_language(html: str, entries: Iterable[Entry] = ()) -> str | None:
         return normalise_language(m.group(1))
     titles = " ".join(e.title for e in entries)
     return text_language(titles) if titles.strip() else None
+
+
+def page_title(html: str) -> str:
+    """The page's ``<title>``, as plain text."""
+    from html import unescape
+
+    m = _TITLE.search(html[:100_000])
+    return " ".join(unescape(m.group(1)).split())[:200] if m else ""
 
 
 def guess_timezone(url: str) -> str:
@@ -225,6 +235,7 @@ def discover(url: str, *, crawl: CrawlSettings, taken: Iterable[str] = (), allow
         return found
     html = decode_body(page.body, content_type=page.content_type)
     found.language = language or page_language(html)
+    found.title = page_title(html)
     page_url = page.final_url or url
     feeds = list(dict.fromkeys([*feed_links(html, page_url), *common_feed_urls(page_url)]))
     sitemaps = robots_sitemaps(robots.body.decode("utf-8", "replace"), page_url) if robots.ok else []

@@ -375,11 +375,14 @@ def test_add_discovers_the_linked_feed_and_writes_it(mini: MiniSite, config_file
     feed = rss(mini.base, [("CICA ministers meet in Baku", "Tue, 04 Feb 2025 10:00:00 GMT"),
                            ("Weather report", "Mon, 03 Feb 2025 10:00:00 GMT")])
     mini.set("/az/news.rss", feed, "application/rss+xml")
-    page = mini.set("/en/press", '<html lang="en"><head><link rel="alternate" type="application/rss+xml" '
+    page = mini.set("/en/press", '<html lang="en"><head><title>Press &amp; news</title>'
+                    '<link rel="alternate" type="application/rss+xml" '
                     'href="/az/news.rss"></head><body><p>Press</p></body></html>')
     before = config_file.read_text(encoding="utf-8")
-    done = invoke(config_file, "sources", "add", page, "--yes", "--id", "press-feed")
+    # asked for the time zone (a wrong one is asked again), then for confirmation
+    done = invoke(config_file, "sources", "add", page, "--id", "press-feed", input="Mars/Base\nAsia/Baku\ny\n")
     assert done.exit_code == 0, done.output
+    assert "'Mars/Base' is not a time zone" in done.output
     assert "link rel=alternate" in done.stdout and "CICA ministers meet in Baku" in done.stdout
     assert {"/rss", "/feed", "/rss.xml", "/atom.xml", "/rss.php", "/feed/", "/robots.txt"} <= set(mini.paths)
     text = config_file.read_text(encoding="utf-8")
@@ -387,6 +390,7 @@ def test_add_discovers_the_linked_feed_and_writes_it(mini: MiniSite, config_file
     spec = load_config(str(config_file), environ={}).config.source("press-feed")
     assert spec is not None
     assert (spec.kind, spec.url, spec.language, spec.allow_private) == ("feed", mini.base + "/az/news.rss", "en", True)
+    assert (spec.name, spec.timezone) == ("Press & news", "Asia/Baku")
 
 
 def test_add_infers_a_listing_and_previews_it(mini: MiniSite, config_file: Path) -> None:

@@ -101,7 +101,7 @@ def add(app: AppContext, url: str, source_id: str | None, name: str | None, lang
         fail(f"--id: a source {source_id!r} is configured already", 2)
     found, private = _discover(app, url, language)
     best = found.candidates[0]
-    spec = _final_spec(best, source_id=source_id, name=name, language=language or found.language,
+    spec = _final_spec(best, source_id=source_id, name=name or found.title, language=language or found.language,
                        private=private)
     _print_candidates(found.candidates)
     trial = _trial(app, spec)
@@ -114,9 +114,11 @@ def add(app: AppContext, url: str, source_id: str | None, name: str | None, lang
         click.echo(f"warning: the dry run ended with {trial.outcome!r}"
                    f"{': ' + trial.message if trial.message else ''}", err=True)
     path = _config_file(app)
-    if not yes and not click.confirm(f"Add this source to {path}?", default=trial.outcome == "ok"):
-        click.echo("Nothing written.")
-        return
+    if not yes:
+        spec = _confirm_timezone(spec)
+        if not click.confirm(f"Add this source to {path}?", default=trial.outcome == "ok"):
+            click.echo("Nothing written.")
+            return
     _write(app, path, [spec])
     click.echo(f"Added source {spec.id!r} to {path}.")
 
@@ -133,6 +135,21 @@ def _final_spec(best: Candidate, *, source_id: str | None, name: str | None, lan
     if language:
         update["language"] = language
     return spec.model_validate({**spec.model_dump(exclude_defaults=True), **update})
+
+
+def _confirm_timezone(spec: SourceSpec) -> SourceSpec:
+    """Ask for the time zone of the site's dates (the guess from its country is the default)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    def check(value: str) -> str:
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise click.BadParameter(f"{value!r} is not a time zone (e.g. Asia/Baku, Europe/Moscow, UTC)") from None
+        return value.strip()
+
+    zone = click.prompt("Time zone of the site's dates", default=spec.timezone, value_proc=check)
+    return spec.model_copy(update={"timezone": zone})
 
 
 def _print_candidates(candidates: list[Candidate]) -> None:
