@@ -192,6 +192,35 @@ def test_a_feed_without_a_sitemap_cannot_go_back(mini: MiniSite, tmp_path: Path,
     assert "a feed alone cannot go back in time" in done.stderr
 
 
+def test_a_feed_goes_back_through_the_sites_sitemap(mini: MiniSite, tmp_path: Path, sqlite_url: str) -> None:  # noqa: F811
+    feed = mini.set("/rss.xml", "<?xml version='1.0'?><rss version='2.0'><channel><title>t</title></channel></rss>",
+                    "application/rss+xml")
+    mini.set("/robots.txt", f"User-agent: *\nSitemap: {mini.base}/sitemap-index.xml\n", "text/plain")
+    mini.set("/sitemap-index.xml", f'<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+             f"<sitemap><loc>{mini.base}/sitemap-1.xml</loc><lastmod>2025-01-31</lastmod></sitemap>"
+             f"<sitemap><loc>{mini.base}/sitemap-2.xml</loc><lastmod>2025-02-28</lastmod></sitemap></sitemapindex>",
+             "application/xml")
+    for month, days in ((1, (30, 20, 10)), (2, (25, 15, 5))):
+        urls = "".join(f"<url><loc>{mini.base}/news/{month}-{d}</loc><lastmod>2025-{month:02d}-{d:02d}</lastmod></url>"
+                       for d in days)
+        mini.set(f"/sitemap-{month}.xml", '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
+                 f'sitemap/0.9">{urls}</urlset>', "application/xml")
+    config = tmp_path / "newsmon.toml"
+    config.write_text(f'[storage]\nurl = "{sqlite_url}"\n[crawl]\nfetch_articles = false\n'
+                      f'[[sources]]\nid = "feed-site"\nurl = "{feed}"\nallow_private = true\n', encoding="utf-8")
+    done = CliRunner().invoke(cli, ["--config", str(config), "backfill", "feed-site", "--since", "2025-01-18"],
+                              catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    # the index, then February's sitemap (newest first), then January's, without 10 January
+    assert mini.paths.index("/sitemap-2.xml") < mini.paths.index("/sitemap-1.xml")
+    assert "feed-site: 3 pages, 5 new items, 0 known, oldest 2025-01-20; no older page" in done.stdout
+    engine = make_engine(sqlite_url)
+    with make_session_factory(engine)() as session:
+        urls = sorted(i.url.rsplit("/", 1)[-1] for i in session.scalars(select(Item)))
+        assert urls == ["1-20", "1-30", "2-15", "2-25", "2-5"]
+    engine.dispose()
+
+
 def test_since_is_the_start_of_the_day_in_the_source_timezone() -> None:
     assert since_start(date(2025, 2, 15), "Asia/Almaty") == datetime(2025, 2, 14, 19, 0, tzinfo=UTC)
     assert since_start(date(2025, 2, 15), "UTC") == datetime(2025, 2, 15, tzinfo=UTC)
