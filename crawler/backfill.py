@@ -25,12 +25,12 @@ from crawler.fetching import Fetched, FetchSession
 from crawler.items import Entry, ItemRecord, ParseResult
 from crawler.pipelines import MAX_TEXT, MAX_TITLE, CrawledItem, _plausible_date, find_matches, item_write
 from crawler.spiders.kinds import parse_document
-from crawler.stories import MinHashStoryFinder
+from crawler.stories import MinHashStories
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.backfills import backfill_of, hold_source, json_list, lease_owner, let_go, start_backfill
 from storage.db import lock_writes
-from storage.writes import prepare, save_items
+from storage.writes import save_items
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -120,7 +120,7 @@ class _Walk:
                  session: Session, since: datetime | None) -> None:
         self.spec, self.crawl, self.matcher, self.fetcher, self.session = spec, crawl, matcher, fetcher, session
         self.since = since
-        self.stories = MinHashStoryFinder()
+        self.stories = MinHashStories()
         self.owner = ""
 
     def run(self, max_pages: int, on_page: Callable[[BackfillReport], None] | None) -> BackfillReport:
@@ -233,9 +233,9 @@ class _Walk:
         items = [self._item(e, fetched) for e in entries[:MAX_ARTICLES_PER_PAGE * 5]]
         writes = [item_write(i) for i in items if i is not None]
         unique = list({w.canonical_url: w for w in writes}.values())
-        prepare(unique, self.stories)
+        self.stories.prepare(unique)
         lock_writes(self.session)
-        results = save_items(self.session, unique, (), stories=self.stories)
+        results = save_items(self.session, unique, (), stories=self.stories.rule)
         self.session.commit()
         new = sum(1 for r in results if r.status == "new")
         return new, len(results) - new
