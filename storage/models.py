@@ -345,3 +345,22 @@ class Worker(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     polls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # fetch-log rows it wrote
+
+
+class Backfill(Base):
+    """Where ``newsmon backfill`` of a source stands: the pages still to read (so a second run
+    continues), how far back it went, and its counts."""
+
+    __tablename__ = "backfills"
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    pending: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of URLs still to read
+    seen: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of page URLs read
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    known: Mapped[int] = mapped_column(Integer, default=0)
+    oldest_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reached_since: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
