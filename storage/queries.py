@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
-from storage.models import AlertEvent, Item, ItemSource, Match, Source, Worker
+from storage.models import AlertEvent, FetchLog, Item, ItemSource, Match, Source, Worker
 from storage.search import Query, fts5_excluded, fts5_match, parse_query, tsquery
 from storage.serialize import iso, item_dict, version_dict
 
