@@ -17,10 +17,14 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from bench_search import ORGS, PHRASES, build  # noqa: E402
+from bench_search import build  # noqa: E402
+from searchdata import ORGS  # noqa: E402
 
 from storage.db import make_engine, make_session_factory  # noqa: E402
 from storage.queries import SearchFilter, search_items, strip_cursor  # noqa: E402
+
+PHRASES = ("вопросам переговоров", "industrial port", "министр встреча", "security cooperation",
+           "промышленный порт")
 
 QUERIES: dict[str, list[tuple[dict[str, str], SearchFilter]]] = {
     "word": [({"q": w}, SearchFilter(query=w)) for w in ("министр", "саммит", "cooperation", "посол", "форум")],

@@ -22,14 +22,15 @@ from crawler.articles import extract_article
 from crawler.discovery import robots_sitemaps, robots_url
 from crawler.encoding import decode_body
 from crawler.fetching import Fetched, FetchSession
-from crawler.items import Entry, ItemRecord, ParseResult
-from crawler.pipelines import MAX_TEXT, MAX_TITLE, CrawledItem, _plausible_date, find_matches, item_write
+from crawler.items import Entry, ParseResult
+from crawler.pipelines import MAX_TEXT, MAX_TITLE, _plausible_date, find_matches
 from crawler.spiders.kinds import parse_document
 from crawler.stories import MinHashStories
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.backfills import backfill_of, hold_source, json_list, lease_owner, let_go, start_backfill
 from storage.db import lock_writes
+from storage.repository import ItemWrite
 from storage.writes import save_items
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ class _Walk:
         if not entries:
             return 0, 0
         items = [self._item(e, fetched) for e in entries[:MAX_ARTICLES_PER_PAGE * 5]]
-        writes = [item_write(i) for i in items if i is not None]
+        writes = [i for i in items if i is not None]
         unique = list({w.canonical_url: w for w in writes}.values())
         self.stories.prepare(unique)
         lock_writes(self.session)
@@ -240,7 +241,7 @@ class _Walk:
         new = sum(1 for r in results if r.status == "new")
         return new, len(results) - new
 
-    def _item(self, entry: Entry, fetched: Fetched) -> CrawledItem | None:
+    def _item(self, entry: Entry, fetched: Fetched) -> ItemWrite | None:
         if not is_http_url(entry.url):
             return None
         now = datetime.now(UTC)
@@ -254,17 +255,16 @@ class _Walk:
                                             selector=self.spec.article_selector, timezone=self.spec.timezone)
                 text, title = extracted.text or text, title or extracted.title
                 published = published or extracted.published_at
-        record = ItemRecord(source_id=self.spec.id, url=entry.url, canonical_url=canonical,
-                            title=clean_text(title)[:MAX_TITLE], text=clean_text(text)[:MAX_TEXT],
-                            guid=entry.guid, published_at=_plausible_date(published, now),
-                            language=entry.language or self.spec.language, fetched_at=now,
-                            raw_url=fetched.final_url or fetched.url, raw_status=fetched.status or 200,
-                            entry_hash=entry.fingerprint)
-        if not record.title and not record.text:
-            record.title = record.url
-        item = CrawledItem(record=record, canonical_url=canonical)
-        item.matches = find_matches(self.matcher, record.title, record.text, record.language, self.spec.topic)
-        item.content_hash = content_hash(record.title, record.text, cleaned=True)
+        item = ItemWrite(source_id=self.spec.id, url=entry.url, canonical_url=canonical,
+                         title=clean_text(title)[:MAX_TITLE], text=clean_text(text)[:MAX_TEXT],
+                         content_hash="", guid=entry.guid, published_at=_plausible_date(published, now),
+                         language=entry.language or self.spec.language, fetched_at=now,
+                         raw_url=fetched.final_url or fetched.url, raw_status=fetched.status or 200,
+                         entry_hash=entry.fingerprint)
+        if not item.title and not item.text:
+            item.title = item.url
+        item.matches = find_matches(self.matcher, item.title, item.text, item.language, self.spec.topic)
+        item.content_hash = content_hash(item.title, item.text, cleaned=True)
         return item
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crawler.blocking import EXPECTS, detect_block
+from crawler.blocking import detect_block
 from crawler.sources import CrawlSettings, SourceSpec
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 FETCH_SOURCE = "fetch"  # the pseudo source id of one-off requests (for the SSRF guard)
 MAX_FETCHES = 40
+
+_EXPECTS = ("feed", "html", "json", "sitemap", "telegram")  # what a fetched body may be read as
 
 
 class FetchRequest(BaseModel):
@@ -213,7 +215,7 @@ def _spider_class() -> Any:
             req: FetchRequest = response.meta["newsmon_request"]
             headers = {k.decode("latin-1").lower(): v[0].decode("latin-1")
                        for k, v in response.headers.items() if v}
-            expect = req.expect if req.expect in EXPECTS else "html"
+            expect = req.expect if req.expect in _EXPECTS else "html"
             blocked = None if req.expect == "robots" else detect_block(
                 response.status, headers, response.body, expect=expect)
             self.answer(Fetched(url=req.url, final_url=response.url, status=response.status,

@@ -15,7 +15,8 @@ import tomlkit
 from tomlkit.items import AoT, Table
 
 from crawler.sources import SourceSpec
-from scheduler.config import ConfigError, load_config
+from scheduler.config import load_config
+from scheduler.errors import ConfigError
 
 # Keys first in this order; the rest as the model lists them.
 _ORDER = ("id", "name", "kind", "url", "language", "timezone", "enabled", "allow_private")

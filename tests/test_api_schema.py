@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.runner import run_crawl_round
+from scheduler.runner import crawl_round
 from scheduler.web.schemas import Item, ItemDetail, LastError, Percentiles, SourceStatus, Version, WorkerStatus
 from storage.db import make_engine, make_session_factory, upgrade
 from storage.models import Item as ItemRow
@@ -194,9 +194,9 @@ def fill_by_crawl(site: Site, db_url: str) -> None:
     config = make_config(db_url, real + [{**s, "allow_private": True, "fetch_articles": False} for s in own],
                          obey_robots=False)
     sync(config)
-    run_crawl_round(config, None, timeout=120)
+    crawl_round(config, None, timeout=120)
     publish_edited("Вторая редакция: министры СВМДА встретились и приняли заявление.")
-    run_crawl_round(config, ["edited"], timeout=120)
+    crawl_round(config, ["edited"], timeout=120)
     engine = make_engine(db_url)
     with make_session_factory(engine)() as session:
         rows = session.scalars(select(ItemRow)).all()

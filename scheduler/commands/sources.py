@@ -164,7 +164,7 @@ def _print_candidates(candidates: list[Candidate]) -> None:
 
 def _write(app: AppContext, path: Path, specs: list[SourceSpec]) -> None:
     from crawler.catalogue import builtin_sources
-    from scheduler.config import ConfigError
+    from scheduler.errors import ConfigError
     from scheduler.sourcefile import add_sources
 
     try:

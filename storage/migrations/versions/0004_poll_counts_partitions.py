@@ -17,6 +17,8 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -85,7 +87,7 @@ def _partition_fetch_log() -> None:
     op.execute("CREATE INDEX ix_fetch_log_started ON fetch_log (started_at)")
     op.execute("CREATE TABLE fetch_log_default PARTITION OF fetch_log DEFAULT")
     first, last = bind.execute(sa.text("SELECT min(started_at), max(started_at) FROM fetch_log_unpartitioned")).one()
-    now = bind.execute(sa.text("SELECT now()")).scalar()
+    now: datetime = bind.execute(sa.text("SELECT now()")).scalar_one()
     create_day_partitions(bind, min(first or now, now), max(last or now, now))
     op.execute(f"INSERT INTO fetch_log ({COLUMNS}) SELECT {COLUMNS} FROM fetch_log_unpartitioned")
     op.execute("DROP TABLE fetch_log_unpartitioned")
