@@ -60,6 +60,27 @@ class AlertSpec(Frozen):
     timeout: Duration = 10.0
     headers: dict[str, str] = Field(default_factory=dict)
     allow_private: bool = True  # the operator chose this target (DESIGN example: a loopback webhook)
+    # What the channel receives: new matches, and edits and removals of matching items.
+    events: tuple[Literal["match", "edit", "removed"], ...] = ("match",)
+    # Narrower: only items of these sources, only items the search query finds.
+    sources: tuple[str, ...] | None = None
+    query: str | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('needs at least one of "match", "edit", "removed"')
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        from storage.search import parse_query
+
+        if value is not None and parse_query(value).empty:
+            raise ValueError(f"{value!r} has no words to search for")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> AlertSpec:
@@ -129,6 +150,10 @@ class AppConfig(Frozen):
             for org in alert.organisations or ():
                 if org not in known:
                     raise ValueError(f"alerts[{index}].organisations: unknown organisation {org!r}")
+            sources = {s.id for s in self.sources}
+            for source in alert.sources or ():
+                if source not in sources:
+                    raise ValueError(f"alerts[{index}].sources: unknown source {source!r}")
         return self
 
     def source(self, source_id: str) -> SourceSpec | None:

@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from storage.models import (
     Story,
     StoryBand,
 )
-from storage.search import search_terms
+from storage.search import Query, parse_query, query_admits, search_terms
 from storage.serialize import item_dict
 
 
@@ -102,18 +103,33 @@ class Prepared:
     signed: Signed | None
 
 
+@cache
+def _parsed_query(query: str) -> Query:
+    return parse_query(query)
+
+
 @dataclass(frozen=True)
 class ChannelRule:
-    """Which events an alert channel wants: its id, organisation filter and age limit."""
+    """Which events an alert channel wants: its id, organisation filter and age limit, the
+    events it takes (match, edit, removed) and its narrowing by source and by a search query."""
 
     id: str
     organisations: frozenset[str] | None = None
     max_age: timedelta = timedelta(days=2)
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    events: frozenset[str] = frozenset({"match"})
+    sources: frozenset[str] | None = None
+    query: str | None = None
 
     def wants(self, organisation: str, confidence: float = 1.0) -> bool:
         return (self.organisations is None or organisation in self.organisations) \
             and confidence >= self.min_confidence
+
+    def admits(self, source_ids: Iterable[str], title: str, text: str) -> bool:
+        """The channel's ``sources`` and ``query`` let this item through."""
+        if self.sources is not None and not self.sources.intersection(source_ids):
+            return False
+        return self.query is None or query_admits(_parsed_query(self.query), title, text)
 
 
 @dataclass
@@ -327,7 +343,8 @@ def _enqueue_alerts(session: Session, item: Item, channels: Sequence[ChannelRule
     published = item.published_at or item.first_seen_at
     events = []
     for channel in channels:
-        if now - published > channel.max_age:
+        if now - published > channel.max_age or "match" not in channel.events \
+                or not channel.admits(item.source_ids, item.title, item.text):
             continue
         wanted = [o for o in organisations if channel.wants(o, confidence.get(o, 1.0))]
         done = set(session.scalars(select(AlertKey.organisation).where(

@@ -43,6 +43,7 @@ def item_dict(item: Item, matches: list[Match] | None = None) -> dict[str, Any]:
         "story_id": item.story_id,
         "version": item.version,
         "content_hash": item.content_hash,
+        "removed": bool(item.removed),
     }
 
 
@@ -53,6 +54,7 @@ def version_dict(version: ItemVersion, *, with_raw: bool = False) -> dict[str, A
         "title": version.title,
         "text": version.text,
         "content_hash": version.content_hash,
+        "removed": bool(version.removed),
     }
     if with_raw:
         out["published_at"] = iso(version.published_at)

@@ -336,7 +336,8 @@ class _Alerts:
         published = write.published_at or now
         events = []
         for channel in self.channels:
-            if now - published > channel.max_age:
+            if now - published > channel.max_age or "match" not in channel.events \
+                    or not channel.admits([write.source_id], write.title, write.text):
                 continue
             done = self._done(story_id)
             fresh = [o for o in organisations if channel.wants(o, confidence[o])
