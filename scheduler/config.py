@@ -111,6 +111,20 @@ class ServerSettings(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     api_token: str | None = None
+    # Where people reach `newsmon serve` (alerts link to item pages there); default host:port.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return check_http_url(value) if value is not None else None
+
+    @property
+    def site_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 class DaemonSettings(Frozen):

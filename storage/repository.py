@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from storage.changes import change_events, change_summary
 from storage.models import (
     AlertEvent,
     AlertKey,
@@ -250,6 +251,8 @@ def save_item(
     else:
         assert link is not None
         link.content_hash, link.entry_hash = write.content_hash, write.entry_hash or link.entry_hash
+    before = (item.version, item.title, item.text, {m.organisation for m in item.matches}) \
+        if status == "updated" else None
     item.title, item.text, item.language = write.title, write.text, write.language
     item.published_at = write.published_at or item.published_at
     item.sort_at = item.published_at or item.first_seen_at
@@ -265,6 +268,11 @@ def save_item(
                terms=write.prepared.terms if write.prepared is not None else None)
     _assign_story(session, item, write, stories, now, fresh=status == "new")
     events = _enqueue_alerts(session, item, channels, now, best_confidence(write.matches))
+    if before is not None:  # an edit its source showed: an ``edit`` event for channels taking them
+        version, title, text, organisations = before
+        events += change_events(session, item, channels, "edit",
+                                sorted(organisations | {m.organisation for m in item.matches}),
+                                change_summary(version, title, text, item), now)
     return SaveResult(item.id, status, item.version, item.story_id,
                       sorted({m.organisation for m in item.matches}), events)
 

@@ -8,7 +8,6 @@ validators and the time of the next revisit."""
 from __future__ import annotations
 
 import json
-import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.diffs import short_word_diff
-from storage.models import AlertEvent, Item, ItemVersion, Match, Revisit
+from storage.changes import change_events, change_summary
+from storage.models import Item, ItemVersion, Match, Revisit
 from storage.repository import (
     ChannelRule,
     MatchRow,
@@ -29,7 +28,6 @@ from storage.repository import (
     best_confidence,
     index_item,
 )
-from storage.serialize import item_dict
 
 RevisitKind = Literal["not-modified", "page", "removed", "failed"]
 
@@ -211,37 +209,11 @@ def _new_version(session: Session, item: Item, result: RevisitResult,
     events = []
     if edited:  # organisations the edit added: a match, alerted as for a new item
         events += _enqueue_alerts(session, item, channels, now, best_confidence(result.matches))
-    changes = {"from_version": old_version, "to_version": item.version,
-               "title": [old_title, item.title] if old_title != item.title else None,
-               "diff": short_word_diff(old_text, item.text)}
+    changes = change_summary(old_version, old_title, old_text, item)
     after = {m.organisation for m in item.matches}
     events += change_events(session, item, channels, "removed" if removed else "edit",
                             sorted(before | after), changes, now)
     return SaveResult(item.id, "updated", item.version, item.story_id, sorted(after), events)
-
-
-def change_events(session: Session, item: Item, channels: Sequence[ChannelRule],
-                  event: Literal["edit", "removed"], organisations: list[str],
-                  changes: dict[str, object], now: datetime) -> list[str]:
-    """``edit``/``removed`` events of an item that matches ``organisations``, one per channel
-    that takes such events and wants one of them (and whose sources and query admit it)."""
-    ids = []
-    for channel in channels:
-        if event not in channel.events or not channel.admits(item.source_ids, item.title, item.text):
-            continue
-        wanted = [o for o in organisations if channel.wants(o)]
-        if not wanted:
-            continue
-        event_id = str(uuid.uuid4())
-        payload = {"event_id": event_id, "event": event, "organisations": wanted,
-                   "item": item_dict(item), "changes": changes}
-        session.add(AlertEvent(
-            event_id=event_id, channel=channel.id, item_id=item.id, story_id=item.story_id,
-            organisations=json.dumps(wanted), payload=json.dumps(payload, ensure_ascii=False),
-            created_at=now, published_at=item.published_at, first_seen_at=item.first_seen_at,
-            next_attempt_at=now))
-        ids.append(event_id)
-    return ids
 
 
 # --- figures for status and /metrics ---------------------------------------------------------

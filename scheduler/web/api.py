@@ -58,10 +58,12 @@ def api_items(
     until: Annotated[str | None, Query(description="ISO date or time (a date means its end)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    edited_since: Annotated[str | None, Query(
+        description="ISO date or time: only items with a new version (an edit, a removal) since")] = None,
 ) -> dict[str, Any]:
     """Items newest first, with an opaque cursor for the next page."""
     try:
-        search = build_search(q, org, source, since, until, limit, cursor)
+        search = build_search(q, org, source, since, until, limit, cursor, edited_since=edited_since)
     except BadParameter as exc:
         raise HTTPException(422, detail=str(exc)) from None
     with sessions_of(request)() as session:

@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from storage import queries
 from storage.queries import MAX_LIMIT, SearchFilter
@@ -81,19 +81,41 @@ class Search:
     until: str = ""
     limit: int = 50
     cursor: str = ""
+    edited: str = ""  # the page's "recently edited" view: days back, or an ISO date or time
     flt: SearchFilter = field(default_factory=SearchFilter)
 
 
 def build_search(q: str | None, orgs: Sequence[str], sources: Sequence[str], since: str | None,
                  until: str | None, limit: str | int | None, cursor: str | None,
-                 *, matched_only: bool = False) -> Search:
-    """Validate the raw parameters; raises BadParameter with the first problem found."""
+                 *, matched_only: bool = False, edited_since: str | None = None,
+                 edited_days: str | None = None) -> Search:
+    """Validate the raw parameters; raises BadParameter with the first problem found.
+    ``edited_since`` (an ISO date or time) or ``edited_days`` (N days back) keep the items
+    with a new version (an edit, a removal) since then."""
     orgs_t, sources_t = _clean(orgs), _clean(sources)
+    edited = parse_when("edited_since", edited_since)
+    if edited is None and edited_days is not None and edited_days.strip():
+        edited = datetime.now(UTC) - timedelta(days=parse_days("edited", edited_days))
     flt = SearchFilter(
         query=(q or "").strip() or None, organisations=orgs_t, sources=sources_t,
         since=parse_when("since", since), until=parse_when("until", until, end_of_day=True),
-        limit=parse_limit(limit), before=decode_cursor(cursor), matched_only=matched_only)
+        limit=parse_limit(limit), before=decode_cursor(cursor), matched_only=matched_only,
+        edited_since=edited)
     if flt.since and flt.until and flt.since > flt.until:
         raise BadParameter("since", "is after until")
     return Search(q=(q or "").strip(), orgs=orgs_t, sources=sources_t, since=(since or "").strip(),
-                  until=(until or "").strip(), limit=flt.limit, cursor=(cursor or "").strip(), flt=flt)
+                  until=(until or "").strip(), limit=flt.limit, cursor=(cursor or "").strip(),
+                  edited=(edited_days or "").strip(), flt=flt)
+
+
+MAX_EDITED_DAYS = 366
+
+
+def parse_days(name: str, value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise BadParameter(name, f"{value!r} is not a number of days") from None
+    if not 1 <= days <= MAX_EDITED_DAYS:
+        raise BadParameter(name, f"must be between 1 and {MAX_EDITED_DAYS} days")
+    return days
