@@ -24,7 +24,7 @@ _LETTERS = re.compile(r"[^\W\d_]+")
 _DIGIT = re.compile(r"\d")
 VOLATILE_LINE = 80  # characters: longer lines are content, whatever they contain
 VOLATILE_WORDS = 6
-_LANGUAGE_HOME = re.compile(r"^/(?:[a-z]{2}(?:[-_][a-z]{2})?)?(?:/(?:index|default|main|home)(?:\.\w+)?)?$",
+_LANGUAGE_HOME = re.compile(r"^(?:/[a-z]{2}(?:[-_][a-z]{2})?)?(?:/(?:index|default|main|home)(?:\.\w+)?)?/?$",
                             re.IGNORECASE)
 
 

@@ -156,21 +156,12 @@ def save_revisit(session: Session, result: RevisitResult, channels: Sequence[Cha
     """Record a revisit: its schedule moves on, and a new version is stored when the page
     changed, was removed, or came back after a removal (with ``edit``/``removed`` events for
     the channels that take them, and ``match`` events for organisations the edit added)."""
-    now = result.fetched_at
     item = session.get(Item, result.item_id)
     revisit = session.get(Revisit, result.item_id)
-    if item is None or revisit is None:  # deleted meanwhile
+    if item is None:  # deleted meanwhile
         return SaveResult(result.item_id, "unchanged", 0, None, [])
-    revisit.done += 1
-    revisit.last_at, revisit.last_status = now, result.status
-    revisit.due_at = next_due(item.first_seen_at, result.schedule, now)
-    if revisit.lease_owner == result.owner:
-        revisit.lease_owner = revisit.lease_expires_at = None
-    if result.kind == "page":
-        revisit.etag, revisit.last_modified = result.etag, result.last_modified
-        revisit.page_title, revisit.page_hash = result.page_title, result.page_hash
-    elif result.kind == "removed":
-        revisit.etag = revisit.last_modified = None
+    if revisit is not None:
+        _schedule_next(revisit, item, result)
     organisations = sorted({m.organisation for m in item.matches})
     unchanged = SaveResult(item.id, "unchanged", item.version, item.story_id, organisations)
     if result.kind == "removed":
@@ -183,6 +174,21 @@ def save_revisit(session: Session, result: RevisitResult, channels: Sequence[Cha
     if not back and (not result.changed or result.content_hash == item.content_hash):
         return unchanged
     return _new_version(session, item, result, channels, removed=False)
+
+
+def _schedule_next(revisit: Revisit, item: Item, result: RevisitResult) -> None:
+    """One more revisit done: the next slot, the lease given back, what the page said."""
+    now = result.fetched_at
+    revisit.done += 1
+    revisit.last_at, revisit.last_status = now, result.status
+    revisit.due_at = next_due(item.first_seen_at, result.schedule, now)
+    if revisit.lease_owner == result.owner:
+        revisit.lease_owner = revisit.lease_expires_at = None
+    if result.kind == "page":
+        revisit.etag, revisit.last_modified = result.etag, result.last_modified
+        revisit.page_title, revisit.page_hash = result.page_title, result.page_hash
+    elif result.kind == "removed":
+        revisit.etag = revisit.last_modified = None
 
 
 def _new_version(session: Session, item: Item, result: RevisitResult,
