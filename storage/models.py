@@ -123,7 +123,7 @@ class Item(Base):
     content_hash: Mapped[str] = mapped_column(String(80))
     story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id", ondelete="SET NULL"))
     # The article page is gone (404/410, or it redirects to the home page or a listing).
-    removed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    removed: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     matches: Mapped[list[Match]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="Match.start"
@@ -201,7 +201,7 @@ class ItemVersion(Base):
     raw_status: Mapped[int | None] = mapped_column(Integer)
     raw_headers: Mapped[str | None] = mapped_column(Text)  # JSON object
     # This version records that the page is gone; its title and text are the last ones seen.
-    removed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    removed: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     item: Mapped[Item] = relationship(back_populates="versions")
 

@@ -47,18 +47,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("item_id", name="pk_revisits"),
     )
     op.create_index("ix_revisits_due", "revisits", ["source_id", "due_at"])
-    with op.batch_alter_table("items") as batch:
-        batch.add_column(sa.Column("removed", sa.Boolean(), nullable=False, server_default=sa.false()))
-    with op.batch_alter_table("item_versions") as batch:
-        batch.add_column(sa.Column("removed", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Plain ADD COLUMN on both backends: a batch (copy-and-rename) of `items` on SQLite would
+    # cascade deletes into the tables that reference it.
+    op.add_column("items", sa.Column("removed", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("item_versions", sa.Column("removed", sa.Boolean(), nullable=False,
+                                             server_default=sa.false()))
     op.create_index("ix_item_versions_fetched", "item_versions", ["fetched_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_item_versions_fetched", table_name="item_versions")
-    with op.batch_alter_table("item_versions") as batch:
-        batch.drop_column("removed")
-    with op.batch_alter_table("items") as batch:
-        batch.drop_column("removed")
+    op.drop_column("item_versions", "removed")  # DROP COLUMN: SQLite 3.35+, no table copy
+    op.drop_column("items", "removed")
     op.drop_index("ix_revisits_due", table_name="revisits")
     op.drop_table("revisits")
