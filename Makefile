@@ -8,7 +8,12 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 # uv uses this machine's Python, never one it downloads
 export UV_PYTHON_DOWNLOADS := never
+# Byte-compile at install: every crawl round starts fresh processes, and where
+# PYTHONDONTWRITEBYTECODE is set (common in containers) each of them would otherwise compile
+# ~800 modules from source (~3 s of CPU per process).
+export UV_COMPILE_BYTECODE := 1
 SYNC := $(UV) sync --frozen --python $(PYTHON)
+COMPILE := $(BIN)/python -m compileall -q crawler scheduler storage
 
 .PHONY: run test bench lint install lock check-lock doctor clean
 
@@ -19,6 +24,7 @@ $(UV):
 
 install: $(UV)
 	$(SYNC)
+	$(COMPILE)
 
 run: install
 	@test -f newsmon.toml || $(BIN)/newsmon init
@@ -30,10 +36,12 @@ doctor: install
 
 test: $(UV)
 	$(SYNC) --extra test
+	$(COMPILE)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(UV)
 	$(SYNC) --extra test --extra bench
+	$(COMPILE)
 	$(BIN)/python bench/run.py
 
 lint: $(UV)

@@ -1,4 +1,4 @@
-"""Story clustering through MinHashStoryFinder and the repository's story writes on a real SQLite
+"""Story clustering through MinHashStories, storage.stories and the write path's story writes on a real SQLite
 database: ms per item for the signature, the lookup and the writes, per-item cost early and late in
 the run (sub-linear), against a brute-force pairwise comparison measured on a sample in the same run.
 
@@ -23,10 +23,12 @@ from sqlalchemy import insert, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crawler.stories import THRESHOLD, WINDOW, MinHashStoryFinder, shingles, words  # noqa: E402
+from crawler.stories import THRESHOLD, WINDOW, MinHashStories, shingles, words  # noqa: E402
 from storage.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from storage.models import Item, Source  # noqa: E402
-from storage.repository import ItemWrite, StoryFinder, _assign_story  # noqa: E402
+from storage.repository import ItemWrite  # noqa: E402
+from storage.stories import choose_stories  # noqa: E402
+from storage.writes import _create_stories, _store_signatures  # noqa: E402
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 SPACING = timedelta(seconds=30)  # 2,880 items a day: 8,640 items in the 3-day window
@@ -87,24 +89,6 @@ def generate(count: int, seed: int = 7) -> list[Generated]:
     return items
 
 
-class Prepared(StoryFinder):
-    """The real finder's lookup, with a signature computed (and timed) beforehand."""
-
-    def __init__(self, finder: MinHashStoryFinder) -> None:
-        self.finder = finder
-        self.signed: tuple[bytes, list[int]] | None = None
-        self.find_seconds = 0.0
-
-    def signature(self, item: ItemWrite) -> tuple[bytes, list[int]] | None:
-        return self.signed
-
-    def find(self, session, signature, bands, now, exclude_item, source_id=""):  # type: ignore[no-untyped-def]
-        began = time.perf_counter()
-        found = self.finder.find(session, signature, bands, now, exclude_item, source_id)
-        self.find_seconds = time.perf_counter() - began
-        return found
-
-
 @dataclass
 class Timings:
     signature: list[float] = field(default_factory=list)
@@ -113,7 +97,7 @@ class Timings:
     stories: list[int] = field(default_factory=list)
 
 
-# Not in the schema yet (proposed): _assign_story deletes an item's old bands by item_id, which
+# Not in the schema yet (proposed): the story writes delete an item's old bands by item_id, which
 # without it scans the whole story_bands table on every item (cost grows with the table).
 
 
@@ -152,25 +136,27 @@ def cluster(db: Path, items: list[Generated], item_index: bool) -> Timings:
     """Each item through signature → find → the repository's story writes, in arrival order."""
     engine = prepare_db(db, items, item_index)
     session = make_session_factory(engine)()
-    finder, prepared, out = MinHashStoryFinder(), None, Timings()
-    prepared = Prepared(finder)
+    stories, out = MinHashStories(), Timings()
     for n, g in enumerate(items):
         now = START + n * SPACING
         write = ItemWrite(source_of(items, n), "", "", g.title, g.text, "", now)
         began = time.perf_counter()
-        prepared.signed = finder.signature(write)
+        signed = stories.signature(write)
         out.signature.append(time.perf_counter() - began)
         item = session.get(Item, n + 1)
         assert item is not None
-        prepared.find_seconds = 0.0
         began = time.perf_counter()
-        _assign_story(session, item, write, prepared, now)
+        choice = choose_stories(session, stories.rule, [signed], [now], [item.source_id], exclude=[item.id])[0]
+        found = time.perf_counter()
+        item.story_id = _create_stories(session, [choice], [now])[0]
+        if signed is not None:
+            _store_signatures(session, [(item.id, signed, now)], fresh=False)
+        session.flush()
         if n % COMMIT_EVERY == COMMIT_EVERY - 1:
             session.commit()
             session.expunge_all()
-        total = time.perf_counter() - began
-        out.lookup.append(prepared.find_seconds)
-        out.writes.append(total - prepared.find_seconds)
+        out.lookup.append(found - began)
+        out.writes.append(time.perf_counter() - found)
         out.stories.append(item.story_id or 0)
     session.commit()
     session.close()
@@ -202,7 +188,7 @@ def quality(items: list[Generated], stories: list[int]) -> tuple[int, int, int, 
     return above, joined, below, merged
 
 
-def brute_force_pair_ms(items: list[Generated], finder: MinHashStoryFinder, pairs: int = 20_000) -> tuple[float, float]:
+def brute_force_pair_ms(items: list[Generated], finder: MinHashStories, pairs: int = 20_000) -> tuple[float, float]:
     """ms per pair: exact Jaccard of shingle sets (sets prepared), and MinHash signature comparison."""
     from crawler.stories import similarity
 
@@ -242,7 +228,7 @@ def main() -> None:
         t = cluster(Path(tmp) / "bench.db", items, item_index=not args.schema_as_is)
         run_s = time.perf_counter() - began
         db_mb = (Path(tmp) / "bench.db").stat().st_size / 1e6
-    exact_ms, sig_ms = brute_force_pair_ms(items, MinHashStoryFinder())
+    exact_ms, sig_ms = brute_force_pair_ms(items, MinHashStories())
     window_items = WINDOW / SPACING
     above, joined, below, merged = quality(items, t.stories)
     copies = sum(g.original is not None for g in items)

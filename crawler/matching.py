@@ -281,8 +281,8 @@ class OrgMatcher:
             pieces = self._unglue(pieces)
             keys = list(map(self._cache.__getitem__, pieces[1::2]))
         found = self._walk(keys)
-        if not found:
-            return []
+        if not any(entry.kind == "alias" for _, _, entries in found for entry in entries):
+            return []  # only context words or excludes ("саммит", "Азия"): nothing to resolve
         starts = _token_starts(pieces, sorted({i for i, _, _ in found}))
         hits = [Hit(starts[i], starts[i] + sum(map(len, pieces[2 * i + 1:2 * j])), entries)
                 for i, j, entries in found if _joined(pieces, i, j)]

@@ -21,13 +21,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from crawler.failures import STORAGE
 from crawler.items import ItemRecord
-from crawler.stories import MinHashStoryFinder
+from crawler.stories import MinHashStories
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.db import lock_writes
-from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, save_item
+from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult
 from storage.revisits import RevisitResult, save_revisit
-from storage.writes import prepare, save_items
+from storage.writes import save_items
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -167,7 +167,7 @@ class StoragePipeline(_RoundPipeline):
     def open_spider(self) -> None:
         super().open_spider()
         self.channels = channel_rules(self.ctx.job.channels)
-        self.stories = MinHashStoryFinder()
+        self.stories = MinHashStories()
         self.group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
@@ -176,7 +176,7 @@ class StoragePipeline(_RoundPipeline):
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
         writes = [item_write(item) for item in batch.items]
-        prepare(writes, self.stories)  # CPU work, before waiting for the write transaction
+        self.stories.prepare(writes)  # CPU work, before waiting for the write transaction
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[ItemBatch] = loop.create_future()
         self.group.append((batch, writes, stored))
@@ -251,7 +251,9 @@ class StoragePipeline(_RoundPipeline):
     def store(self, batch: ItemBatch, writes: list[ItemWrite] | None = None) -> ItemBatch:
         """Store one batch in its own transaction (each item alone if that fails)."""
         poll = self.ctx.poll(batch.source_id)
-        writes = writes if writes is not None else [item_write(item) for item in batch.items]
+        if writes is None:
+            writes = [item_write(item) for item in batch.items]
+            self.stories.prepare(writes)
         try:
             with self.ctx.sessions.begin() as session:
                 lock_writes(session)
@@ -283,13 +285,11 @@ class StoragePipeline(_RoundPipeline):
 
     def _save_batch(self, session: Session, writes: list[ItemWrite],
                     batch: ItemBatch | None = None) -> list[SaveResult]:
-        """A response's items in one transaction: ``save_items`` (a few statements for the
-        batch); a single item goes straight to ``save_item``; a revisit to ``save_revisit``."""
+        """A response's items in one transaction (a few statements for the batch); a revisit
+        goes to ``save_revisit``."""
         if batch is not None and batch.revisit is not None:
             return [save_revisit(session, revisit_result(batch, writes), self.channels)]
-        if len(writes) == 1:
-            return [save_item(session, writes[0], self.channels, stories=self.stories)]
-        return save_items(session, writes, self.channels, stories=self.stories)
+        return save_items(session, writes, self.channels, stories=self.stories.rule)
 
     def _save_alone(self, poll: SourcePoll, write: ItemWrite) -> SaveResult | None:
         """One item in its own transaction; an IntegrityError (another worker stored the same
@@ -298,7 +298,7 @@ class StoragePipeline(_RoundPipeline):
             try:
                 with self.ctx.sessions.begin() as session:
                     lock_writes(session)
-                    return save_item(session, write, self.channels, stories=self.stories)
+                    return save_items(session, [write], self.channels, stories=self.stories.rule)[0]
             except IntegrityError:
                 if attempt == 2:
                     break

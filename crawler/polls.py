@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from loguru import logger
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crawler.failures import EMPTY, STORAGE, TIMEOUT, fault_message, one_line
@@ -20,8 +19,7 @@ from crawler.job import ProgressEvent, SourceEvent
 from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
 from crawler.writeturn import WriteTurn
-from storage.models import Source
-from storage.repository import PollOutcome, record_poll
+from storage.repository import PollOutcome, SourceRow, SourceState, record_poll, source_states
 
 LISTING_KINDS = frozenset({"html", "json", "telegram"})
 RECORD_BATCH = 50  # finished polls recorded per commit, at most
@@ -31,39 +29,6 @@ Outcome = Literal["ok", "not-modified", "error"]
 
 def body_hash(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-@dataclass(frozen=True)
-class SourceState:
-    """What the database remembers of a source between polls."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-    body_hash: str | None = None
-    had_items: bool = False
-    failures: int = 0
-
-
-def load_states(session: Session, specs: Iterable[SourceSpec], now: datetime) -> dict[str, SourceState]:
-    """The stored state of each source; a source without a row gets one (items need it)."""
-    specs = list(specs)
-    rows = {s.id: s for s in session.scalars(select(Source).where(Source.id.in_([s.id for s in specs])))}
-    states = {}
-    for spec in specs:
-        row = rows.get(spec.id)
-        if row is None:
-            session.add(Source(id=spec.id, kind=spec.kind, url=spec.url, name=spec.name,
-                               language=spec.language, enabled=spec.enabled, created_at=now,
-                               failures=0, had_items=False))
-            states[spec.id] = SourceState()
-            continue
-        same_url = row.url == spec.url
-        states[spec.id] = SourceState(
-            etag=row.etag if same_url else None,
-            last_modified=row.last_modified if same_url else None,
-            body_hash=row.body_hash if same_url else None,
-            had_items=bool(row.had_items), failures=row.failures or 0)
-    return states
 
 
 @dataclass
@@ -187,7 +152,8 @@ class RoundLedger:
         specs = list(specs)
         now = self.clock()
         with self.sessions.begin() as session:
-            states = load_states(session, specs, now)
+            states = source_states(session, [SourceRow(s.id, s.kind, s.url, s.name, s.language, s.enabled)
+                                             for s in specs], now)
         for spec in specs:
             self.polls[spec.id] = SourcePoll(spec, states[spec.id], now)
         return list(self.polls.values())

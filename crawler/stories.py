@@ -1,4 +1,5 @@
-"""Near-duplicate stories: MinHash signatures and LSH bands of word shingles, looked up in the database."""
+"""Near-duplicate stories: MinHash signatures and LSH bands of word shingles, and their similarity
+(pure; the lookup in the database is ``storage.stories``)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,13 @@ import functools
 import hashlib
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Integer, bindparam, text
-from sqlalchemy.orm import Session
-
-from storage.models import UtcDateTime
-from storage.repository import ItemWrite, SameAs, Signed, StoryFinder
+from storage.repository import ItemWrite, Prepared
+from storage.search import search_terms
+from storage.stories import Signed, StoryRule
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,33 +88,22 @@ def similarity(a: bytes, b: bytes) -> float:
     return float(np.count_nonzero(left == right)) / NUM_PERM
 
 
-# The lookup, as plain SQL: the ORM select costs ~1 ms per call more than the query itself. Index
-# ix_story_bands_band (band, seen_at) serves the inner query on SQLite and PostgreSQL.
-_CANDIDATES = text("""
-    SELECT items.story_id, item_signatures.signature
-    FROM (SELECT item_id, count(*) AS shared FROM story_bands
-          WHERE band IN :bands AND seen_at >= :since AND item_id <> :exclude
-          GROUP BY item_id ORDER BY shared DESC, item_id LIMIT :limit) AS ranked
-    JOIN item_signatures ON item_signatures.item_id = ranked.item_id
-    JOIN items ON items.id = ranked.item_id
-    WHERE items.story_id IS NOT NULL AND items.source_id <> :source
-""").bindparams(bindparam("bands", expanding=True), bindparam("since", type_=UtcDateTime()))
+class MinHashStories:
+    """Story signatures of items: MinHash of their word shingles, with LSH band keys.
 
-
-class MinHashStoryFinder(StoryFinder):
-    """Joins an item to the story of the most similar recent item (MinHash LSH, index in the database).
-
-    ``signature()`` is pure; ``find()`` reads the ``story_bands`` and ``item_signatures`` rows the
-    repository writes, so the index is shared by every process and worker using the database.
+    ``signatures()`` is pure; ``prepare()`` attaches them (and the search terms) to writes ahead
+    of the write transaction, and ``rule`` tells storage (``storage.stories``) which stored item's
+    story a new item joins, so the index is shared by every process and worker using the database.
     """
 
     def __init__(self, threshold: float = THRESHOLD, window: timedelta = WINDOW,
                  min_words: int = MIN_WORDS, max_candidates: int = MAX_CANDIDATES) -> None:
-        self.threshold, self.window = threshold, window
-        self.min_words, self.max_candidates = min_words, max_candidates
+        self.rule = StoryRule(similarity=similarity, threshold=threshold, window=window,
+                              max_candidates=max_candidates)
+        self.min_words = min_words
         self._permutations: Any = None
 
-    def signature(self, item: ItemWrite) -> tuple[bytes, list[int]] | None:
+    def signature(self, item: ItemWrite) -> Signed | None:
         return self.signatures([item])[0]
 
     def signatures(self, items: Sequence[ItemWrite]) -> list[Signed | None]:
@@ -133,6 +119,13 @@ class MinHashStoryFinder(StoryFinder):
             out.append((_TAG + hashvalues.astype("<u4").tobytes(), band_keys(hashvalues)))
         return out
 
+    def prepare(self, writes: Sequence[ItemWrite]) -> None:
+        """Compute the search terms and story signatures of ``writes`` now (``ItemWrite.prepared``),
+        so that storing them does only database work: crawl processes prepare outside the write
+        transaction, which other processes may be waiting for."""
+        for write, signed in zip(writes, self.signatures(writes), strict=True):
+            write.prepared = Prepared(search_terms(write.title, write.text), signed)
+
     def _shingles(self, item: ItemWrite) -> set[bytes] | None:
         # Outlets rewrite headlines of syndicated copy: compare bodies when there is one.
         tokens = words("", item.text)
@@ -142,153 +135,10 @@ class MinHashStoryFinder(StoryFinder):
             return None
         return shingles(tokens)
 
-    def find(self, session: Session, signature: bytes, bands: list[int], now: datetime,
-             exclude_item: int | None, source_id: str = "") -> int | None:
-        """The story of the most similar recent item of ANOTHER source: syndication is across
-        sources, and one source's items that share boilerplate must never swallow each other's
-        alerts."""
-        best: tuple[float, int] | None = None
-        for story_id, stored in self._candidates(session, bands, now - self.window, exclude_item, source_id):
-            score = similarity(signature, stored)
-            if score >= self.threshold and (best is None or (score, -story_id) > (best[0], -best[1])):
-                best = (score, story_id)
-        return best[1] if best else None
-
-    def _candidates(self, session: Session, bands: list[int], since: datetime,
-                    exclude_item: int | None, source_id: str = "") -> list[tuple[int, bytes]]:
-        """Story and signature of the recent items sharing most bands with ours (at most max_candidates)."""
-        if not bands:
-            return []
-        rows = session.execute(_CANDIDATES, {"bands": bands, "since": since, "exclude": exclude_item or 0,
-                                             "source": source_id,
-                                             "limit": self.max_candidates})
-        return [(story_id, bytes(stored)) for story_id, stored in rows]
-
-    def find_many(self, session: Session, signed: Sequence[Signed | None],
-                  nows: Sequence[datetime], sources: Sequence[str] = ()) -> list[int | SameAs | None]:
-        """``find`` for the new items of a batch, as if each had been saved before the next:
-        the stored candidates of every item in a few statements, and the earlier items of the
-        batch as further candidates (their ids, not yet assigned, follow every stored one)."""
-        sources = list(sources) or [""] * len(signed)
-        stored = self._stored_candidates(session, signed, nows)
-        earlier: list[_Pending] = []
-        by_band: dict[int, list[int]] = {}  # band -> the earlier items with it (one entry per row)
-        choices: list[int | SameAs | None] = []
-        for index, (item, now) in enumerate(zip(signed, nows, strict=True)):
-            if item is None:
-                choices.append(None)
-                continue
-            signature, bands = item
-            since = now - self.window
-            ranked: list[tuple[int, int, bytes, int | SameAs]] = [
-                (-shared, item_id, stored_sig, story_id)
-                for item_id, shared, story_id, stored_sig, source in stored[index] if source != sources[index]]
-            shared_with = Counter(order for band in set(bands) for order in by_band.get(band, ()))
-            for order, shared in shared_with.items():
-                pending = earlier[order]
-                if pending.seen_at >= since and pending.source != sources[index]:
-                    ranked.append((-shared, _AFTER_STORED + order, pending.signature, pending.story))
-            ranked.sort(key=lambda r: (r[0], r[1]))
-            choice = self._best(signature, [(sig, story) for _, _, sig, story in ranked[:self.max_candidates]
-                                             if story is not None and sig is not None])
-            choices.append(choice)
-            for band in bands:
-                by_band.setdefault(band, []).append(len(earlier))
-            earlier.append(_Pending(now, signature, choice if choice is not None else SameAs(index),
-                                    sources[index]))
-        return choices
-
-    def _best(self, signature: bytes, candidates: list[tuple[bytes, int | SameAs]]) -> int | SameAs | None:
-        """The story of the most similar candidate at or above the threshold (ties: the oldest
-        story; stories of the batch are newer than every stored one)."""
-        best: tuple[float, tuple[int, int], int | SameAs] | None = None
-        for stored_sig, story in candidates:
-            score = similarity(signature, stored_sig)
-            if score >= self.threshold:
-                key = (0, story) if isinstance(story, int) else (1, story.index)
-                if best is None or (score, _neg(key)) > (best[0], _neg(best[1])):
-                    best = (score, key, story)
-        return best[2] if best else None
-
-    def _stored_candidates(self, session: Session, signed: Sequence[Signed | None],
-                           nows: Sequence[datetime]
-                           ) -> list[list[tuple[int, int, int | None, bytes | None, str | None]]]:
-        """Per item: (item id, shared bands, story id, signature, source) of the stored items ranked as
-        ``_CANDIDATES`` ranks them, the story and signature filters applied after the limit.
-
-        The band rows of the whole batch are read in one indexed search (items of one batch share
-        bands when they are alike, and each band is read once) and counted here."""
-        todo = [(i, set(s[1]), now - self.window) for i, (s, now) in enumerate(zip(signed, nows, strict=True))
-                if s is not None and s[1]]
-        ranked: list[list[tuple[int, int]]] = [[] for _ in signed]
-        if not todo:
-            return [[] for _ in signed]
-        bands = sorted(set().union(*(b for _, b, _ in todo)))
-        since = min(since for _, _, since in todo)
-        # Usually every item of a batch was fetched at once: one window, applied by the query
-        # alone; else each row's time is read and compared per item.
-        uniform = all(item_since == since for _, _, item_since in todo)
-        query = _BAND_ITEMS if uniform else _BAND_ROWS
-        rows: dict[int, list[tuple[int, datetime | None]]] = {}
-        for start in range(0, len(bands), _BANDS_PER_QUERY):
-            for band, item_id, *seen_at in session.execute(
-                    query, {"bands": bands[start:start + _BANDS_PER_QUERY], "since": since}):
-                rows.setdefault(band, []).append((item_id, seen_at[0] if seen_at else None))
-        for index, item_bands, item_since in todo:
-            if uniform:
-                shared = Counter(item_id for band in item_bands for item_id, _ in rows.get(band, ()))
-            else:
-                shared = Counter(item_id for band in item_bands for item_id, seen_at in rows.get(band, ())
-                                 if seen_at is not None and seen_at >= item_since)
-            ranked[index] = sorted(shared.items(), key=lambda r: (-r[1], r[0]))[:self.max_candidates]
-        ids = sorted({item_id for found in ranked for item_id, _ in found})
-        details: dict[int, tuple[int, bytes, str]] = {}
-        for start in range(0, len(ids), 500):
-            found = session.execute(_DETAILS, {"ids": ids[start:start + 500]})
-            details.update((item_id, (story_id, bytes(sig), source)) for item_id, story_id, sig, source in found)
-        return [[(item_id, shared, *details.get(item_id, (None, None, None)))  # type: ignore[misc]
-                 for item_id, shared in found] for found in ranked]
-
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
         if self._permutations is None:
             self._permutations = _permutations()
         return self._permutations
-
-
-_AFTER_STORED = 1 << 62  # ordering key of the batch's own items: after every stored item id
-_BANDS_PER_QUERY = 2000  # band keys per lookup (well under every backend's parameter limit)
-
-# Every recent row of the batch's bands (index ix_story_bands_band (band, seen_at)).
-_BAND_ROWS = text("""
-    SELECT band, item_id, seen_at FROM story_bands WHERE band IN :bands AND seen_at >= :since
-""").bindparams(bindparam("bands", expanding=True), bindparam("since", type_=UtcDateTime())).columns(
-    band=BigInteger(), item_id=Integer(), seen_at=UtcDateTime())
-
-# The same rows without their times (the window is the same for every item of the batch).
-_BAND_ITEMS = text("""
-    SELECT band, item_id FROM story_bands WHERE band IN :bands AND seen_at >= :since
-""").bindparams(bindparam("bands", expanding=True), bindparam("since", type_=UtcDateTime())).columns(
-    band=BigInteger(), item_id=Integer())
-
-_DETAILS = text("""
-    SELECT items.id, items.story_id, item_signatures.signature, items.source_id
-    FROM items JOIN item_signatures ON item_signatures.item_id = items.id
-    WHERE items.id IN :ids AND items.story_id IS NOT NULL
-""").bindparams(bindparam("ids", expanding=True))
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """An earlier new item of the batch, as a candidate of the later ones."""
-
-    seen_at: datetime
-    signature: bytes
-    story: int | SameAs
-    source: str
-
-
-def _neg(key: tuple[int, int]) -> tuple[int, int]:
-    return (-key[0], -key[1])
 
 
 def _permutations() -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from sqlalchemy import select
 
 from crawler.failures import fault_message, round_failure_class
 from crawler.policy import next_poll_at
@@ -24,7 +23,6 @@ from storage.leases import (
     release_sources,
     renew_leases,
 )
-from storage.models import Source
 from storage.outbox import (
     ClaimedEvent,
     RetryPolicy,
@@ -34,7 +32,7 @@ from storage.outbox import (
     pending_channels,
     release_events,
 )
-from storage.repository import PollOutcome, record_poll
+from storage.repository import PollOutcome, load_sources, record_poll
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -183,7 +181,7 @@ def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime,
     now = rt.clock()
     crawl = rt.config.crawl
     with rt.sessions() as session:
-        for source in session.scalars(select(Source).where(Source.id.in_(in_list(ids)))):
+        for source in load_sources(session, ids):
             if source.lease_owner == rt.worker_id and rt.stopping.is_set():
                 continue  # the daemon stopped the round: no fault of the source, it stays due
             if source.lease_owner == rt.worker_id:

@@ -304,15 +304,15 @@ def _record_missing(config: AppConfig, sources: Sequence[SourceSpec], report: Cr
 def _record_errors(config: AppConfig, sources: Sequence[SourceSpec], error_class: str,
                    message: str, worker_id: str | None) -> None:
     from storage.db import make_engine, make_session_factory
-    from storage.models import Source
-    from storage.repository import PollOutcome, record_poll
+    from storage.repository import PollOutcome, load_sources, record_poll
 
     engine = make_engine(config.storage.url)
     try:
         now = datetime.now(UTC)
         with make_session_factory(engine).begin() as session:
+            stored = {row.id: row for row in load_sources(session, [spec.id for spec in sources])}
             for spec in sources:
-                row = session.get(Source, spec.id)
+                row = stored.get(spec.id)
                 if row is None:
                     continue
                 when = next_poll_at(now, interval=spec.poll_interval(config.crawl),

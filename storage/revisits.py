@@ -24,10 +24,9 @@ from storage.repository import (
     ChannelRule,
     MatchRow,
     SaveResult,
-    _enqueue_alerts,
     best_confidence,
-    index_item,
 )
+from storage.writes import Alerts, index_item
 
 RevisitKind = Literal["not-modified", "page", "removed", "failed"]
 
@@ -217,8 +216,12 @@ def _new_version(session: Session, item: Item, result: RevisitResult,
     if edited:
         index_item(session, item)
     events = []
-    if edited:  # organisations the edit added: a match, alerted as for a new item
-        events += _enqueue_alerts(session, item, channels, now, best_confidence(result.matches))
+    if edited and item.story_id is not None:  # organisations the edit added: a match, as for a new item
+        alerts = Alerts(session, channels)
+        confidence = {m.organisation: 1.0 for m in item.matches} | best_confidence(result.matches)
+        events += alerts.enqueue(lambda: item, item.story_id, confidence,
+                                 item.published_at or item.first_seen_at, now)
+        alerts.flush()
     changes = change_summary(old_version, old_title, old_text, item)
     after = {m.organisation for m in item.matches}
     events += change_events(session, item, channels, "removed" if removed else "edit",

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.errors import ImportLineError
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
-from storage.repository import index_item, key_of
+from storage.repository import key_of
 from storage.search import search_terms
 from storage.serialize import item_dict, raw_body, version_dict
-from storage.writes import _index_new
+from storage.writes import index_item, index_items
 
 BATCH = 500
 
@@ -327,7 +327,7 @@ class Importer:
         self.session.execute(insert(ItemSource.__table__), links)
         if matches:
             self.session.execute(insert(Match.__table__), matches)
-        _index_new(self.session, terms)
+        index_items(self.session, terms, fresh=True)
         self.report.items_new += len(records)
         self.report.versions_new += len(versions)
 

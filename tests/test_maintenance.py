@@ -8,25 +8,10 @@ from sqlalchemy import func, select
 
 from storage.maintenance import prune
 from storage.models import FetchLog, Item, ItemSignature, StoryBand
-from storage.repository import ItemWrite, PollOutcome, SourceRow, record_poll, save_item, sync_sources
+from storage.repository import ItemWrite, PollOutcome, Prepared, SourceRow, record_poll, sync_sources
+from storage.writes import save_item
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class SignAll:
-    """A story finder that signs every item (one band) and never finds a story."""
-
-    def signatures(self, items):  # noqa: ANN001, ANN201
-        return [self.signature(i) for i in items]
-
-    def signature(self, item):  # noqa: ANN001, ANN201
-        return (b"sig", [1])
-
-    def find(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-        return None
-
-    def find_many(self, session, signed, nows, sources=()):  # noqa: ANN001, ANN201
-        return [None] * len(signed)
 
 
 def count(session, model) -> int:  # noqa: ANN001
@@ -40,8 +25,9 @@ def test_prune_keeps_history_and_drops_old_bookkeeping(session_factory):
         for age_days in (1, 30):
             when = NOW - timedelta(days=age_days)
             record_poll(s, PollOutcome("src", when, when, "ok"))
+            signed = Prepared("title text", (b"sig", [1]))  # one band, no story lookup
             save_item(s, ItemWrite("src", f"https://example.org/{age_days}", f"https://example.org/{age_days}",
-                                   "title", "text", f"sha256:{age_days}", when), stories=SignAll(), now=when)
+                                   "title", "text", f"sha256:{age_days}", when, prepared=signed), now=when)
     with session_factory.begin() as s:
         pruned = prune(s, NOW, fetch_log_keep=timedelta(days=7), story_window=timedelta(days=3))
     assert (pruned.fetch_log, pruned.story_bands, pruned.signatures) == (1, 1, 1)

@@ -101,29 +101,22 @@ def test_future_dates_are_dropped_and_empty_titles_fall_back_to_the_url(context:
 
 
 def test_a_lost_insert_race_is_retried_once(context: RoundContext, monkeypatch: Any) -> None:
-    real = pipelines.save_item
+    real = pipelines.save_items
     calls = []
 
-    def racing(session: Any, write: Any, channels: Any, **kwargs: Any) -> Any:  # the insert race, lost once
-        calls.append(write.canonical_url)
+    def racing(session: Any, writes: Any, channels: Any, **kwargs: Any) -> Any:  # the insert race, lost once
+        calls.extend(w.canonical_url for w in writes)
         if len(calls) == 1:
             raise IntegrityError("INSERT", {}, Exception("unique"))
-        return real(session, write, channels, **kwargs)
+        return real(session, writes, channels, **kwargs)
 
-    monkeypatch.setattr(pipelines, "save_item", racing)
+    monkeypatch.setattr(pipelines, "save_items", racing)
     run(context, record("http://news.example.org/1", "A"))
     assert len(calls) == 2 and context.poll("src").new == 1
 
 
 def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundContext,
                                                              monkeypatch: Any) -> None:
-    real = pipelines.save_item
-
-    def flaky(session: Any, write: Any, channels: Any, **kwargs: Any) -> Any:
-        if write.title == "bad":
-            raise IntegrityError("INSERT", {}, Exception("always"))
-        return real(session, write, channels, **kwargs)
-
     real_batch = pipelines.save_items
 
     def flaky_batch(session: Any, writes: Any, channels: Any, **kwargs: Any) -> Any:
@@ -131,7 +124,6 @@ def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundConte
             raise IntegrityError("INSERT", {}, Exception("always"))
         return real_batch(session, writes, channels, **kwargs)
 
-    monkeypatch.setattr(pipelines, "save_item", flaky)
     monkeypatch.setattr(pipelines, "save_items", flaky_batch)
     batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t))
                               for t in ("good", "bad")])
@@ -155,9 +147,6 @@ def test_responses_arriving_together_share_one_commit_and_a_bad_one_fails_alone(
             raise IntegrityError("INSERT", {}, Exception("always"))
         return real_batch(session, writes, channels, **kwargs)
 
-    def flaky(session: Any, write: Any, channels: Any, **kwargs: Any) -> Any:
-        raise IntegrityError("INSERT", {}, Exception("always"))
-
     def response(*titles: str) -> ItemBatch:
         batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t)) for t in titles])
         return MatchPipeline(context).process_item(NormalizePipeline(context).process_item(batch))
@@ -175,7 +164,6 @@ def test_responses_arriving_together_share_one_commit_and_a_bad_one_fails_alone(
     assert all(isinstance(r, ItemBatch) for r in first)
     assert len(commits) == 1  # three responses, one transaction
     monkeypatch.setattr(pipelines, "save_items", flaky_batch)
-    monkeypatch.setattr(pipelines, "save_item", flaky)
     second = asyncio.run(crawl(response("d1", "d2"), response("bad1", "bad2")))
     assert isinstance(second[0], ItemBatch) and isinstance(second[1], DropItem)
     with context.sessions() as session:
@@ -210,7 +198,7 @@ def test_finished_polls_are_recorded_in_the_next_item_commit(db_url: str, failin
     if failing:  # the item commit fails: the poll is still recorded, on its own
         def broken(*args: Any, **kwargs: Any) -> Any:
             raise IntegrityError("INSERT", {}, Exception("always"))
-        monkeypatch.setattr(pipelines, "save_item", broken)
+        monkeypatch.setattr(pipelines, "save_items", broken)
         with pytest.raises(DropItem):
             asyncio.run(crawl())
     else:

@@ -19,9 +19,9 @@ from storage.repository import (
     SourceRow,
     key_of,
     record_poll,
-    save_item,
     sync_sources,
 )
+from storage.writes import save_item
 
 NOW = datetime(2025, 2, 4, 12, 0, tzinfo=UTC)
 CICA = MatchRow("CICA", "СВМДА", "СВМДА", "…в рамках СВМДА…", 40, 45)

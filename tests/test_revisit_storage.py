@@ -19,9 +19,10 @@ from storage.diffs import short_word_diff, word_diff
 from storage.models import AlertEvent, Item, Revisit
 from storage.outbox import ClaimedEvent
 from storage.queries import SearchFilter, search_items, source_status
-from storage.repository import ChannelRule, ItemWrite, MatchRow, SourceRow, save_item, sync_sources
+from storage.repository import ChannelRule, ItemWrite, MatchRow, SourceRow, sync_sources
 from storage.revisits import RevisitClaim, RevisitResult, claim_revisits, next_due, save_revisit
 from storage.search import parse_query, query_admits
+from storage.writes import save_item
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 CICA = MatchRow("CICA", "СВМДА", "СВМДА", "…СВМДА…", 0, 5)

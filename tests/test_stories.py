@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from crawler.stories import THRESHOLD, MinHashStoryFinder, similarity
+from crawler.stories import THRESHOLD, MinHashStories, similarity
 from storage.models import AlertEvent, Item, ItemSignature, StoryBand
-from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, SourceRow, save_item, sync_sources
+from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult, SourceRow, sync_sources
+from storage.writes import save_item
 
 NOW = datetime(2025, 2, 4, 12, 0, tzinfo=UTC)
 CICA = MatchRow("CICA", "СВМДА", "СВМДА", "…мерам доверия в Азии (СВМДА)…")
@@ -90,9 +91,11 @@ def factory(session_factory):
 
 
 def save(factory, item: ItemWrite) -> SaveResult:
-    """One save in its own transaction with a fresh finder, as a separate worker would do it."""
+    """One save in its own transaction with fresh signatures, as a separate worker would do it."""
+    stories = MinHashStories()
+    stories.prepare([item])
     with factory.begin() as session:
-        return save_item(session, item, HOOK, stories=MinHashStoryFinder())
+        return save_item(session, item, HOOK, stories=stories.rule)
 
 
 def count(factory, model) -> int:
@@ -101,7 +104,7 @@ def count(factory, model) -> int:
 
 
 def signature(story: tuple[str, str]) -> bytes:
-    signed = MinHashStoryFinder().signature(write("trend", story))
+    signed = MinHashStories().signature(write("trend", story))
     assert signed is not None
     return signed[0]
 
@@ -148,15 +151,16 @@ def test_copy_outside_the_window_starts_a_new_story(factory):
 
 def test_window_is_a_constructor_argument(factory):
     first = save(factory, write("trend", TREND))
+    stories = MinHashStories(window=timedelta(days=7))
+    stories.prepare([late := write("azertac", AZERTAC, at=NOW + timedelta(days=5))])
     with factory.begin() as session:
-        copy = save_item(session, write("azertac", AZERTAC, at=NOW + timedelta(days=5)), HOOK,
-                         stories=MinHashStoryFinder(window=timedelta(days=7)))
+        copy = save_item(session, late, HOOK, stories=stories.rule)
     assert copy.story_id == first.story_id
 
 
 def test_short_text_is_its_own_story(factory):
     short = ("СВМДА", "Заседание СВМДА в Баку.")
-    assert MinHashStoryFinder().signature(write("trend", short)) is None
+    assert MinHashStories().signature(write("trend", short)) is None
     first = save(factory, write("trend", short))
     second = save(factory, write("azertac", short))
     assert first.story_id != second.story_id
@@ -168,6 +172,6 @@ def test_an_edit_keeps_the_story_and_replaces_the_bands(factory):
     title, text = TREND
     edited = save(factory, write("trend", (title, text + "\nДополнено."), content_hash="sha256:edited"))
     assert (edited.status, edited.version, edited.story_id) == ("updated", 2, first.story_id)
-    assert count(factory, StoryBand) == len(MinHashStoryFinder().signature(write("trend", TREND))[1])
+    assert count(factory, StoryBand) == len(MinHashStories().signature(write("trend", TREND))[1])
     copy = save(factory, write("azertac", AZERTAC))
     assert copy.story_id == first.story_id and copy.events == []

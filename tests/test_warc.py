@@ -9,8 +9,9 @@ from urllib.parse import unquote
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from storage.repository import ItemWrite, SourceRow, save_item, sync_sources
+from storage.repository import ItemWrite, SourceRow, sync_sources
 from storage.transfer import export_warc
+from storage.writes import save_item
 
 NOW = datetime(2025, 2, 4, 12, 0, tzinfo=UTC)
 PAGE_V1 = "<html><head><meta charset=windows-1251></head><body>Встреча в рамках СВМДА</body></html>"

@@ -89,8 +89,9 @@ def match(app: AppContext, text: str | None, file_path, fmt: str, language: str 
 def rematch(app: AppContext, orgs: tuple[str, ...], dry_run: bool, alert: bool) -> None:
     """Re-run matching over stored history after the organisations changed; prints the matches
     gained and lost, and stores them unless --dry-run."""
-    from storage.repository import ChannelRule, MatchRow, rematch_item
+    from storage.repository import ChannelRule, MatchRow
     from storage.transfer import iter_items
+    from storage.writes import rematch_item
 
     matcher = build_matcher(app, orgs)
     only = frozenset(orgs) if orgs else None

@@ -1,7 +1,9 @@
-"""save_items against save_item on SQLite and PostgreSQL: the same batches, saved item by item in
-one database and as batches in a twin database, leave the same rows and give the same results
-(new, unchanged, updated, GUID and link changes, an item named twice, copies of one story inside
-a batch and across batches, the candidate limit, alert rules)."""
+"""The write path's contract on SQLite and PostgreSQL: storing a batch with ``save_items`` leaves
+the same rows and gives the same results as storing its writes one after the other (new,
+unchanged, updated, GUID and link changes, an item named twice, copies of one story inside a
+batch and across batches, the candidate limit, alert rules). The batch takes other routes
+inside (one lookup, Core inserts of runs of new items, stories chosen for a run), so each
+scenario is stored both ways, in two databases of the same backend."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from crawler.stories import MinHashStoryFinder
+from crawler.stories import MinHashStories
 from storage.db import make_engine, make_session_factory, upgrade
 from storage.repository import (
     ChannelRule,
@@ -22,11 +24,10 @@ from storage.repository import (
     MatchRow,
     SaveResult,
     SourceRow,
-    StoryFinder,
-    save_item,
     sync_sources,
 )
-from storage.writes import prepare, save_items
+from storage.stories import StoryRule
+from storage.writes import save_item, save_items
 from tests.plugins.db import _drop_pg_database, _new_pg_database
 from tests.test_stories import AZERTAC, MFA_AZ, MID_AZ, MID_KZ, TREND
 
@@ -86,22 +87,19 @@ def twins(db_url: str, tmp_path: Any,
         _drop_pg_database(other)
 
 
-def one_by_one(factory: sessionmaker[Session], batches: Batches, finder: StoryFinder) -> list[SaveResult]:
+def one_by_one(factory: sessionmaker[Session], batches: Batches, rule: StoryRule | None) -> list[SaveResult]:
     results = []
     for batch in batches:
         with factory.begin() as session:
-            results += [save_item(session, w, CHANNELS, stories=finder) for w in batch]
+            results += [save_item(session, w, CHANNELS, stories=rule) for w in batch]
     return results
 
 
-def batched(factory: sessionmaker[Session], batches: Batches, finder: StoryFinder) -> list[SaveResult]:
-    """``save_items`` per batch; every other batch prepared ahead, as crawl processes do."""
+def batched(factory: sessionmaker[Session], batches: Batches, rule: StoryRule | None) -> list[SaveResult]:
     results = []
-    for n, batch in enumerate(batches):
-        if n % 2:
-            prepare(batch, finder)
+    for batch in batches:
         with factory.begin() as session:
-            results += save_items(session, batch, CHANNELS, stories=finder)
+            results += save_items(session, batch, CHANNELS, stories=rule)
     return results
 
 
@@ -137,10 +135,13 @@ def outcome(results: list[SaveResult]) -> list[tuple[Any, ...]]:
 
 
 def assert_same(twins: tuple[sessionmaker[Session], sessionmaker[Session]], batches: Batches,
-                finder: StoryFinder | None = None) -> list[SaveResult]:
+                stories: MinHashStories | None = None) -> list[SaveResult]:
     single, batch = twins
-    expected = one_by_one(single, batches, finder or MinHashStoryFinder())
-    got = batched(batch, batches, finder or MinHashStoryFinder())
+    stories = stories or MinHashStories()
+    for writes in batches:
+        stories.prepare(writes)
+    expected = one_by_one(single, batches, stories.rule)
+    got = batched(batch, batches, stories.rule)
     assert outcome(got) == outcome(expected)
     before, after = snapshot(single), snapshot(batch)
     for table in before:
@@ -201,7 +202,7 @@ def test_an_unchanged_item_edited_later_in_the_batch(twins):
 
 def test_bench_like_copies_beyond_the_candidate_limit(twins):
     batches = [[cyclic(n, i, NOW + timedelta(seconds=n)) for i in range(40)] for n in range(3)]
-    results = assert_same(twins, batches, MinHashStoryFinder(max_candidates=16))
+    results = assert_same(twins, batches, MinHashStories(max_candidates=16))
     assert len({r.story_id for r in results}) < 10
 
 
@@ -219,13 +220,13 @@ def test_one_sources_look_alike_items_never_share_a_story(twins):
     assert all(r.events for r in results[:4])  # each one alerted
 
 
-def test_window_and_default_finder(twins):
+def test_window_and_no_story_rule(twins):
     batches = [[write("trend", 1, TREND)],
                [write("azertac", 1, AZERTAC, at=NOW + timedelta(days=4)), write("mfa-az", 1, MFA_AZ)]]
     assert_same(twins, batches)
     single, batch = twins
     plain = [[write("mid-ru", 1, MID_AZ), write("mid-ru", 2, MID_AZ, content_hash="sha256:x")]]
-    assert outcome(batched(batch, plain, StoryFinder())) == outcome(one_by_one(single, plain, StoryFinder()))
+    assert outcome(batched(batch, plain, None)) == outcome(one_by_one(single, plain, None))
 
 
 def test_signatures_are_datasketch_minhashes():
@@ -246,6 +247,6 @@ def test_signatures_are_datasketch_minhashes():
         sketch = datasketch.MinHash(NUM_PERM, seed=SEED, permutations=permutations, scheme="affine32")
         sketch.update_batch(shingles(tokens))
         expected.append((_TAG + sketch.hashvalues.astype("<u4").tobytes(), band_keys(sketch.hashvalues)))
-    finder = MinHashStoryFinder()
+    finder = MinHashStories()
     assert finder.signatures(items) == expected
     assert [finder.signature(item) for item in items] == expected
