@@ -22,9 +22,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
+# quiet: the first screen of `make run` is the product, not the list of the locked packages
 install: $(UV)
-	$(SYNC)
-	$(COMPILE)
+	@echo "installing the locked dependencies (uv.lock) into $(VENV)"
+	@$(SYNC) --quiet
+	@$(COMPILE)
 
 run: install
 	@test -f newsmon.toml || $(BIN)/newsmon init
@@ -47,6 +49,7 @@ bench: $(UV)
 lint: $(UV)
 	$(SYNC) --extra test
 	$(BIN)/ruff check crawler scheduler storage tests bench
+	$(BIN)/mypy
 
 # Re-resolve every dependency to the newest release the ranges in pyproject.toml allow.
 # Run `make test` before committing the new uv.lock.

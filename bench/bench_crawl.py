@@ -1,4 +1,4 @@
-"""Crawl benchmark: 300 local feeds × 40 items through `run_crawl_round` (python -m crawler) on a
+"""Crawl benchmark: 300 local feeds × 40 items through `crawl_round` (python -m crawler) on a
 fresh SQLite database, against a minimal baseline in the same run (16 threads of urllib +
 feedparser.parse + one sqlite3 transaction of the same rows); then an unchanged second round.
 
@@ -243,7 +243,7 @@ class Round:
 def crawl(urls: list[str], server: Server, db_url: str, profile: bool, keep: Path | None = None,
           processes: int = 0, profile_round: int = 1) -> tuple[Round, Round]:
     from scheduler.config import build_config
-    from scheduler.runner import run_crawl_round
+    from scheduler.runner import crawl_round
     from storage.db import make_engine, upgrade
 
     engine = make_engine(db_url)
@@ -264,7 +264,7 @@ def crawl(urls: list[str], server: Server, db_url: str, profile: bool, keep: Pat
             enable_profiling(profile_dir)
         server_before, cpu_before, self_before = server.cpu(), _children_cpu(), time.process_time()
         started = time.perf_counter()
-        report = run_crawl_round(config, None, timeout=600)
+        report = crawl_round(config, None, timeout=600)
         wall = time.perf_counter() - started
         cpu = _children_cpu() - cpu_before + time.process_time() - self_before
         rounds.append(Round(wall, cpu, server.cpu() - server_before, sum(e.new for e in report.sources)))

@@ -59,6 +59,8 @@ fetch_articles = false
 tick = "1s"
 dispatch_interval = "1s"
 batch_size = {batch}
+[server]
+port = 0  # the daemon serves the web page too, on any free port
 {sources}
 [[organisations]]
 id = "CICA"

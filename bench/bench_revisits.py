@@ -3,7 +3,7 @@ nothing changed, against the first poll of the same pages.
 
 A local server serves FEEDS feeds of ITEMS items each; every item's article page is an
 MFA-like HTML page (~7 KB: navigation, the article, a view counter, a sidebar and a footer
-clock that change on every request). Rounds, each `run_crawl_round` (python -m crawler) on one
+clock that change on every request). Rounds, each `crawl_round` (python -m crawler) on one
 SQLite database:
 
   first    the feeds and every article page, stored (the first poll of the pages)
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, select  # noqa: E402
 
 from scheduler.config import build_config  # noqa: E402
-from scheduler.runner import run_crawl_round  # noqa: E402
+from scheduler.runner import crawl_round  # noqa: E402
 from storage.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from storage.models import Item, ItemVersion, Revisit  # noqa: E402
 from storage.repository import SourceRow, sync_sources  # noqa: E402
@@ -163,7 +163,7 @@ def main() -> int:
 
         def round_cpu(label: str) -> float:
             before = children_cpu()
-            report = run_crawl_round(config, None, timeout=600)
+            report = crawl_round(config, None, timeout=600)
             cpu = children_cpu() - before
             bad = [e for e in report.sources if e.outcome == "error"]
             print(f"{label:>6}: {cpu:6.2f} s CPU, {report.seconds:5.1f} s wall"

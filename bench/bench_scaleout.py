@@ -197,6 +197,9 @@ tick = "0.5s"
 round_timeout = "120s"
 lease = "30s"
 
+[server]
+enabled = false
+
 {sources}
 [[organisations]]
 id = "CICA"

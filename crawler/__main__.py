@@ -13,7 +13,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from crawler.job import CrawlJob
-from crawler.logs import InterceptHandler
+from crawler.logs import InterceptHandler, add_stderr_sink
 
 EXIT_OK = 0
 EXIT_BAD_JOB = 2
@@ -23,17 +23,12 @@ WATCHDOG_GRACE = 3.0
 
 
 def setup_logging(level: str, json_lines: bool) -> None:
-    """loguru on stderr; stdlib records below ``level`` are dropped before formatting."""
-    logger.remove()
-    logger.add(sys.stderr, level=level.upper(), serialize=json_lines, colorize=False,
-               backtrace=False, diagnose=False,  # no local variables (feed content) in logs
-               format="{time:HH:mm:ss} {level: <7} crawl {message}")
+    """The daemon's sink and format (crawler.logs), on the stderr it shares with the daemon;
+    stdlib records below ``level`` are dropped before formatting."""
+    add_stderr_sink(level, json_lines, diagnose=False)  # no local variables (feed content) in logs
     handler = InterceptHandler(level=logging.getLevelName(level.upper()),
                                tracebacks=level.upper() in ("DEBUG", "TRACE"))
     logging.basicConfig(handlers=[handler], level=logging.NOTSET, force=True)
-    # A robots.txt that cannot be fetched is logged with a full traceback; the request after
-    # it fails (and is classified) on its own.
-    logging.getLogger("scrapy.downloadermiddlewares.robotstxt").setLevel(logging.CRITICAL)
 
 
 def events_stream() -> TextIO:
@@ -61,11 +56,11 @@ def read_job(text: str) -> CrawlJob:
     return CrawlJob.model_validate_json(text)
 
 
-def run_round(job: CrawlJob, out: TextIO) -> None:
+def crawl_round(job: CrawlJob, out: TextIO) -> None:
     """Crawl every source of ``job``; one event per source on ``out``."""
     from scrapy.crawler import AsyncCrawlerProcess
 
-    from crawler.polls import RoundContext, RoundLedger, emit_line
+    from crawler.polls import ROUND_SETTING, RoundContext, RoundLedger, emit_line
     from crawler.settings import round_settings
     from crawler.spiders.round import RoundSpider
     from crawler.writeturn import WriteTurn
@@ -86,8 +81,8 @@ def run_round(job: CrawlJob, out: TextIO) -> None:
     ledger = RoundLedger(sessions, job.crawl, worker_id=job.worker_id, progress=job.progress,
                          emit=emit, schedule=later, turn=WriteTurn(job.database_url))
     context = RoundContext(job=job, sessions=sessions, ledger=ledger)
-    process = AsyncCrawlerProcess(round_settings(job))
-    process.crawl(RoundSpider, context=context)
+    process = AsyncCrawlerProcess({**round_settings(job), ROUND_SETTING: context})
+    process.crawl(RoundSpider)
     process.start(install_signal_handlers=True)
     engine.dispose()
 
@@ -103,7 +98,7 @@ def main() -> int:
     if not job.sources:
         return EXIT_OK
     start_watchdog(job.deadline_seconds)
-    run_round(job, out)
+    crawl_round(job, out)
     out.flush()
     return EXIT_OK
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-EXPECTS = ("feed", "html", "json", "sitemap", "telegram")
 # Kinds whose URLs should never answer with a web page for people.
 _MACHINE_KINDS = frozenset({"feed", "json", "sitemap"})
 _SNIFF_BYTES = 64 * 1024

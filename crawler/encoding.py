@@ -12,7 +12,6 @@ from w3lib.encoding import (
     to_unicode,
 )
 
-FALLBACK_ENCODING = "utf-8"
 # Detection looks at this much of the body; enough for chardet, cheap on big pages.
 _DETECT_BYTES = 64 * 1024
 _UTF8 = "utf-8"

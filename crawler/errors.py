@@ -1,22 +1,27 @@
 """Named errors of the crawler, one small hierarchy.
 
-Our exception hierarchy::
+Our exception hierarchy (each says the error class a poll it ends gets)::
 
-    CrawlerError                 (error class internal unless it says otherwise)
-    ├── JobError                 the crawl job on stdin is not valid (python -m crawler exits 2)
-    └── RefusedRequestError      a request we refuse to send (also a Scrapy IgnoreRequest)
-        ├── BlockedAddressError  its host is or resolves to a private/reserved address (ssrf)
-        └── SchemeError          its URL is not http(s) (ssrf)
+    CrawlerError                    internal, unless it says otherwise
+    ├── BrowserUnavailableError     a browser source in a round that cannot start Chromium
+    │                               (internal; also a Scrapy IgnoreRequest)
+    ├── RenderedTooLargeError       a rendered page over max_response_size (too-large; also
+    │                               an IgnoreRequest)
+    └── RefusedRequestError         a request we refuse to send (ssrf; also an IgnoreRequest)
+        ├── BlockedAddressError     its host is or resolves to a private/reserved address
+        └── SchemeError             its URL is not http(s)
 
 Routine outcomes (HTTP errors, timeouts, parse problems) are not exceptions of ours: they
-are classified into error classes by :mod:`crawler.outcomes` and recorded as data.
+are classified into the error classes of :mod:`crawler.failures` (the one list) by
+:mod:`crawler.outcomes` and recorded as data. A job on stdin that is not valid is pydantic's
+ValidationError (``python -m crawler`` exits 2).
 """
 
 from __future__ import annotations
 
 from scrapy.exceptions import IgnoreRequest
 
-from crawler.failures import INTERNAL, SSRF
+from crawler.failures import INTERNAL, SSRF, TOO_LARGE
 
 
 class CrawlerError(Exception):
@@ -26,8 +31,15 @@ class CrawlerError(Exception):
     error_class = INTERNAL
 
 
-class JobError(CrawlerError):
-    """Raised by ``python -m crawler`` when the job read from stdin is not a valid CrawlJob."""
+class BrowserUnavailableError(CrawlerError, IgnoreRequest):
+    """A ``render = "browser"`` source in a round that cannot start Chromium (a broken install:
+    the source's error of class ``internal``)."""
+
+
+class RenderedTooLargeError(CrawlerError, IgnoreRequest):
+    """The rendered page is larger than max_response_size."""
+
+    error_class = TOO_LARGE
 
 
 class RefusedRequestError(CrawlerError, IgnoreRequest):

@@ -16,7 +16,6 @@ from crawler.items import Entry, ParseResult
 from crawler.text import clean_text, html_to_text
 from crawler.urls import absolute_url, is_http_url
 
-_ROOT = re.compile(rb"<[A-Za-z_]")
 # One token of an XML prolog; a DOCTYPE is recognised by its start and measured separately.
 _PROLOG_TOKEN = re.compile(
     rb"\s+|\xef\xbb\xbf|<\?.*?\?>|<!--.*?-->|(?P<doctype><!DOCTYPE\b)", re.S | re.I

@@ -1,4 +1,5 @@
-"""The records that flow from parsers and spiders to the pipelines."""
+"""What parsers make of fetched bodies. The spider turns each Entry into the one item type that
+flows through the pipelines into storage, ``storage.repository.ItemWrite``."""
 
 from __future__ import annotations
 
@@ -54,23 +55,3 @@ class Article:
     title: str = ""
     canonical_url: str | None = None
     published_at: datetime | None = None
-
-
-@dataclass
-class ItemRecord:
-    """An item ready to store: the entry, enriched by the pipelines."""
-
-    source_id: str
-    url: str
-    canonical_url: str
-    title: str
-    text: str
-    guid: str | None = None
-    published_at: datetime | None = None
-    language: str | None = None
-    fetched_at: datetime | None = None
-    raw: bytes = b""
-    raw_url: str = ""
-    raw_headers: dict[str, str] = field(default_factory=dict)
-    raw_status: int = 200
-    entry_hash: str | None = None  # Entry.fingerprint of the entry it came from

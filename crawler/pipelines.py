@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Self
 
 from loguru import logger
 from scrapy.exceptions import DropItem
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from crawler.failures import STORAGE
-from crawler.items import ItemRecord
 from crawler.stories import MinHashStories
 from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
@@ -46,45 +45,30 @@ FUTURE_SLACK = timedelta(days=1)
 
 
 @dataclass
-class CrawledItem:
-    """An item on its way through the pipelines."""
-
-    record: ItemRecord
-    canonical_url: str = ""
-    matches: list[MatchRow] = field(default_factory=list)
-    content_hash: str = ""
-
-
-@dataclass
 class ItemBatch:
     """The items of one response (a feed, a listing page, one article), stored together; or
     what a revisit found (``revisit``, with the item's new title and text as its one item when
     the page changed)."""
 
     source_id: str
-    items: list[CrawledItem] = field(default_factory=list)
+    items: list[ItemWrite] = field(default_factory=list)
     revisit: RevisitResult | None = None
 
 
 class _RoundPipeline:
-    def __init__(self, context: RoundContext | None = None) -> None:
+    """A pipeline of one round; Scrapy builds it with ``from_crawler``, handing it the round's
+    context (``RoundContext.of``)."""
+
+    def __init__(self, context: RoundContext, crawler: Crawler | None = None) -> None:
         self.context = context
-        self.crawler: Crawler | None = None
+        self.crawler = crawler
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> _RoundPipeline:
-        pipeline = cls()
-        pipeline.crawler = crawler
-        return pipeline
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        from crawler.polls import RoundContext
 
-    def open_spider(self) -> None:
-        if self.context is None and self.crawler is not None:
-            self.context = self.crawler.spider.context  # type: ignore[union-attr]
+        return cls(RoundContext.of(crawler), crawler)
 
-    @property
-    def ctx(self) -> RoundContext:
-        assert self.context is not None, "pipeline used outside a round"
-        return self.context
 
 
 class NormalizePipeline(_RoundPipeline):
@@ -102,32 +86,32 @@ class NormalizePipeline(_RoundPipeline):
         batch.items = kept
         return batch
 
-    def normalise(self, item: CrawledItem, *, dedupe: bool = True) -> CrawledItem:
-        record = item.record
-        if not is_http_url(record.url):
-            raise DropItem(f"not an http(s) URL: {record.url[:200]!r}")
-        record.title = clean_text(record.title)[:MAX_TITLE]
-        record.text = clean_text(record.text)[:MAX_TEXT]
-        if not record.title and not record.text:
-            record.title = record.url
-        item.canonical_url = item.canonical_url or canonical_url(record.url)
-        record.published_at = _plausible_date(record.published_at, record.fetched_at)
+    def normalise(self, item: ItemWrite, *, dedupe: bool = True) -> ItemWrite:
+        if not is_http_url(item.url):
+            raise DropItem(f"not an http(s) URL: {item.url[:200]!r}")
+        item.title = clean_text(item.title)[:MAX_TITLE]
+        item.text = clean_text(item.text)[:MAX_TEXT]
+        if not item.title and not item.text:
+            item.title = item.url
+        item.canonical_url = item.canonical_url or canonical_url(item.url)
+        item.raw_url = item.raw_url or item.url
+        item.published_at = _plausible_date(item.published_at, item.fetched_at)
         if not dedupe:  # a revisit: its item is known, and may also be in this poll's listing
             return item
-        poll = self.ctx.poll(record.source_id)
+        poll = self.context.poll(item.source_id)
         key = item.canonical_url
-        if key in poll.seen or (record.guid and f"guid:{record.guid}" in poll.seen):
+        if key in poll.seen or (item.guid and f"guid:{item.guid}" in poll.seen):
             raise DropItem(f"repeated in this poll: {key}")
         poll.seen.add(key)
-        if record.guid:
-            poll.seen.add(f"guid:{record.guid}")
+        if item.guid:
+            poll.seen.add(f"guid:{item.guid}")
         return item
 
 
-def _plausible_date(value: datetime | None, fetched_at: datetime | None) -> datetime | None:
+def _plausible_date(value: datetime | None, fetched_at: datetime) -> datetime | None:
     if value is None:
         return None
-    limit = (fetched_at or datetime.now(UTC)) + FUTURE_SLACK
+    limit = fetched_at + FUTURE_SLACK
     return value if value <= limit else None
 
 
@@ -135,12 +119,10 @@ class MatchPipeline(_RoundPipeline):
     """Find the tracked organisations in title + text; compute the content hash."""
 
     def process_item(self, batch: ItemBatch) -> ItemBatch:
-        topic = self.ctx.topic(batch.source_id)
+        topic = self.context.topic(batch.source_id)
         for item in batch.items:
-            record = item.record
-            item.matches = find_matches(self.ctx.matcher, record.title, record.text,
-                                        record.language, topic)
-            item.content_hash = content_hash(record.title, record.text, cleaned=True)  # normalised above
+            item.matches = find_matches(self.context.matcher, item.title, item.text, item.language, topic)
+            item.content_hash = content_hash(item.title, item.text, cleaned=True)  # normalised above
         return batch
 
 
@@ -165,22 +147,20 @@ class StoragePipeline(_RoundPipeline):
     batch, so a bad batch still costs only itself."""
 
     def open_spider(self) -> None:
-        super().open_spider()
-        self.channels = channel_rules(self.ctx.job.channels)
+        self.channels = channel_rules(self.context.job.channels)
         self.stories = MinHashStories()
-        self.group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]] = []
+        self.group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
-        self.turn = self.ctx.ledger.turn
+        self.turn = self.context.ledger.turn
         self.turn_tries = 0
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
-        writes = [item_write(item) for item in batch.items]
-        self.stories.prepare(writes)  # CPU work, before waiting for the write transaction
+        self.stories.prepare(batch.items)  # CPU work, before waiting for the write transaction
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[ItemBatch] = loop.create_future()
-        self.group.append((batch, writes, stored))
-        self.group_items += len(writes)
+        self.group.append((batch, stored))
+        self.group_items += len(batch.items)
         if self.group_items >= GROUP_ITEMS:
             self.flush(wait=True)
         elif self._last_to_come():
@@ -227,35 +207,34 @@ class StoragePipeline(_RoundPipeline):
         finally:
             self.turn.give_back()
 
-    def _flush(self, group: list[tuple[ItemBatch, list[ItemWrite], asyncio.Future[ItemBatch]]]) -> None:
+    def _flush(self, group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]]) -> None:
         polls: list[SourcePoll] = []
         try:
-            with self.ctx.sessions.begin() as session:
+            with self.context.sessions.begin() as session:
                 lock_writes(session)
-                results = [self._save_batch(session, writes, batch) for batch, writes, _ in group]
-                polls = self.ctx.ledger.record_into(session)  # finished polls share the commit
+                results = [self._save_batch(session, batch.items, batch) for batch, _ in group]
+                polls = self.context.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
-            self.ctx.ledger.requeue(polls)
+            self.context.ledger.requeue(polls)
         else:
-            self.ctx.ledger.recorded(polls)
-        for index, (batch, writes, stored) in enumerate(group):
+            self.context.ledger.recorded(polls)
+        for index, (batch, stored) in enumerate(group):
             try:
-                outcome = (self.store(batch, writes) if results is None
-                           else self._counted(batch, writes, results[index]))
+                outcome = self.store(batch) if results is None else self._counted(batch, results[index])
             except Exception as exc:  # DropItem, or a bug: the item's error, not the round's
                 stored.set_exception(exc)
             else:
                 stored.set_result(outcome)
 
-    def store(self, batch: ItemBatch, writes: list[ItemWrite] | None = None) -> ItemBatch:
+    def store(self, batch: ItemBatch) -> ItemBatch:
         """Store one batch in its own transaction (each item alone if that fails)."""
-        poll = self.ctx.poll(batch.source_id)
-        if writes is None:
-            writes = [item_write(item) for item in batch.items]
-            self.stories.prepare(writes)
+        poll = self.context.poll(batch.source_id)
+        writes = batch.items
+        if unprepared := [w for w in writes if w.prepared is None]:
+            self.stories.prepare(unprepared)
         try:
-            with self.ctx.sessions.begin() as session:
+            with self.context.sessions.begin() as session:
                 lock_writes(session)
                 results: list[SaveResult | None] = list(self._save_batch(session, writes, batch))
         except SQLAlchemyError as exc:
@@ -266,17 +245,16 @@ class StoragePipeline(_RoundPipeline):
             # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
             # race with another worker) costs only itself.
             results = [self._save_alone(poll, write) for write in writes]
-        return self._counted(batch, writes, results)
+        return self._counted(batch, results)
 
-    def _counted(self, batch: ItemBatch, writes: list[ItemWrite],
-                 results: Sequence[SaveResult | None]) -> ItemBatch:
-        poll = self.ctx.poll(batch.source_id)
+    def _counted(self, batch: ItemBatch, results: Sequence[SaveResult | None]) -> ItemBatch:
+        poll = self.context.poll(batch.source_id)
         if batch.revisit is not None:  # a version found by a revisit is an update of the item
             for result in results:
                 if result is not None and result.status == "updated":
                     count(poll, result, bool(result.organisations))
             return batch
-        for write, result in zip(writes, results, strict=True):
+        for write, result in zip(batch.items, results, strict=True):
             if result is not None:
                 count(poll, result, bool(write.matches))
         if not any(results):
@@ -296,7 +274,7 @@ class StoragePipeline(_RoundPipeline):
         item between our read and our insert) is retried once, and then the item is found."""
         for attempt in (1, 2):
             try:
-                with self.ctx.sessions.begin() as session:
+                with self.context.sessions.begin() as session:
                     lock_writes(session)
                     return save_items(session, [write], self.channels, stories=self.stories.rule)[0]
             except IntegrityError:
@@ -343,14 +321,3 @@ def revisit_result(batch: ItemBatch, writes: list[ItemWrite]) -> RevisitResult:
         result.changed = False  # nothing usable to store: only the baseline
     return result
 
-
-def item_write(item: CrawledItem) -> ItemWrite:
-    record = item.record
-    return ItemWrite(
-        source_id=record.source_id, url=record.url, canonical_url=item.canonical_url,
-        title=record.title, text=record.text, content_hash=item.content_hash,
-        fetched_at=record.fetched_at or datetime.now(UTC), guid=record.guid,
-        language=record.language, published_at=record.published_at, matches=item.matches,
-        raw=record.raw, raw_url=record.raw_url or record.url, raw_status=record.raw_status,
-        raw_headers=record.raw_headers, entry_hash=record.entry_hash,
-    )

@@ -261,14 +261,30 @@ class RoundLedger:
         self.log_faults()
 
 
+ROUND_SETTING = "NEWSMON_ROUND"  # the Scrapy setting that hands the round's context to its components
+
+
 @dataclass
 class RoundContext:
-    """What every component of a round shares: the job, the database and the ledger."""
+    """What every component of a round shares: the job, the database and the ledger. The
+    crawl hands it to the spider, pipelines and extensions as the setting ROUND_SETTING
+    (``RoundContext.of(crawler)``)."""
 
     job: Any  # crawler.job.CrawlJob
     sessions: sessionmaker[Session]
     ledger: RoundLedger
     _matcher: Any = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RoundContext:
+        return self  # Scrapy deep-copies its settings for each crawler: every copy shares the round
+
+    @staticmethod
+    def of(crawler: Any) -> RoundContext:
+        """The round's context, from the settings of ``crawler`` (a Scrapy Crawler)."""
+        context = crawler.settings.get(ROUND_SETTING)
+        if not isinstance(context, RoundContext):
+            raise TypeError(f"the crawl's {ROUND_SETTING} setting is not a RoundContext: {context!r}")
+        return context
 
     @property
     def matcher(self) -> Any:

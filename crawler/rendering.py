@@ -30,12 +30,15 @@ from scrapy.exceptions import (
     CannotResolveHostError,
     DownloadConnectionRefusedError,
     DownloadTimeoutError,
-    IgnoreRequest,
 )
 
 from crawler.addresses import normal_host
-from crawler.errors import BlockedAddressError, CrawlerError, RefusedRequestError
-from crawler.failures import INTERNAL
+from crawler.errors import (
+    BlockedAddressError,
+    BrowserUnavailableError,
+    RefusedRequestError,
+    RenderedTooLargeError,
+)
 from crawler.safety import check_addresses, literal_address
 
 if TYPE_CHECKING:
@@ -60,17 +63,6 @@ REFUSED_HEADER = "X-Newsmon-Refused"  # on the proxy's answer when it refused a 
 FAILED_HEADER = "X-Newsmon-Proxy-Error"  # on its answer when it could not reach one: "dns: …"
 _MAX_HEAD = 64 * 1024
 _HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
-
-
-class BrowserUnavailableError(CrawlerError, IgnoreRequest):
-    """A ``render = "browser"`` source in a round that cannot start Chromium (a broken install:
-    the source's error of class ``internal``)."""
-
-    error_class = INTERNAL
-
-
-class RenderedTooLargeError(IgnoreRequest):
-    """The rendered page is larger than max_response_size."""
 
 
 def rendered(request_or_response: Request | Response) -> bool:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler.config import ConfigError, LoadedConfig, load_config
+from scheduler.config import BUILTIN_LOG_CHANNEL, ConfigError, LoadedConfig, load_config
 
 if TYPE_CHECKING:
     from scheduler.config import AlertSpec, AppConfig
@@ -71,7 +71,8 @@ def config_row(loaded: LoadedConfig) -> CheckResult:
     origin = str(loaded.path) if loaded.path else "built-in defaults"
     enabled = sum(1 for s in config.sources if s.enabled)
     return passed("configuration", f"{origin}: {len(config.sources)} sources ({enabled} enabled), "
-                                   f"{len(config.organisations)} organisations, {len(config.alerts)} alert channels")
+                                   f"{len(config.organisations)} organisations, "
+                                   f"{len(config.alerts)} alert channel{'' if len(config.alerts) == 1 else 's'}")
 
 
 def config_error_row(error: ConfigError) -> CheckResult:
@@ -238,6 +239,8 @@ def check_chromium(config: AppConfig) -> CheckResult:
 def check_channel_url(spec: AlertSpec) -> CheckResult:
     """A webhook URL must be http(s); an Apprise URL must pass Apprise's own parser. Sends nothing."""
     name = f"alerts: {spec.channel_id}"
+    if spec.kind == "log":
+        return passed(name, "log: each new match is printed in the log")
     if spec.kind == "webhook":
         from crawler.sources import check_http_url
 
@@ -331,8 +334,8 @@ def unchecked_rows(error: ConfigError) -> list[CheckResult]:
 
 def alert_rows(config: AppConfig, send: bool) -> list[CheckResult]:
     """One row per channel (its URL), plus one per test notification with ``send``."""
-    if not config.alerts:
-        return [passed("alerts", "no [[alerts]] channels configured")]
+    if config.alerts == (BUILTIN_LOG_CHANNEL,):
+        return [passed("alerts", "no [[alerts]]: each new match is printed in the log (built-in log channel)")]
     rows = []
     for spec in config.alerts:
         name = f"alerts: {spec.channel_id}"

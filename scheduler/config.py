@@ -16,19 +16,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from crawler.organisations import OrganisationSpec, with_builtin_defaults
 from crawler.sources import CrawlSettings, Frozen, SourceSpec, check_http_url
 from crawler.units import Duration
+from scheduler.errors import ConfigError
 from storage.repository import DEFAULT_MIN_CONFIDENCE
 
 DEFAULT_DATABASE_URL = "sqlite:///data/newsmon.db"
 DEFAULT_CONFIG_NAME = "newsmon.toml"
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used: names the file, the key and what is wrong."""
-
-    def __init__(self, path: str, key: str, message: str, line: int | None = None) -> None:
-        self.path, self.key, self.message, self.line = path, key, message, line
-        where = f"{path}:{line}" if line else path
-        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
 
 
 class StorageSettings(Frozen):
@@ -43,10 +35,11 @@ class StorageSettings(Frozen):
 
 
 class AlertSpec(Frozen):
-    """One ``[[alerts]]`` channel."""
+    """One ``[[alerts]]`` channel: a webhook, an Apprise URL, or the log (one INFO line per
+    match on the daemon's stderr; the built-in channel when no ``[[alerts]]`` is configured)."""
 
-    kind: Literal["webhook", "apprise"]
-    url: str
+    kind: Literal["webhook", "apprise", "log"]
+    url: str = ""
     id: str | None = None
     organisations: tuple[str, ...] | None = None
     mode: Literal["instant", "digest"] = "instant"
@@ -84,6 +77,11 @@ class AlertSpec(Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> AlertSpec:
+        if self.kind == "log":
+            if self.url:
+                raise ValueError("a log channel takes no url (it prints each match in the log)")
+        elif not self.url:
+            raise ValueError(f"a {self.kind} channel needs a url")
         if self.kind == "webhook":
             check_http_url(self.url)
         if self.mode == "digest":
@@ -102,14 +100,24 @@ class AlertSpec(Frozen):
         """A stable id: the configured one, else derived from the kind and URL."""
         if self.id:
             return self.id
+        if self.kind == "log":
+            return "log"
         import hashlib
 
         return f"{self.kind}-{hashlib.sha256(self.url.encode()).hexdigest()[:12]}"
 
 
+BUILTIN_LOG_CHANNEL = AlertSpec(kind="log")
+"""The channel of a configuration without ``[[alerts]]``: new matches are printed in the log."""
+
+
 class ServerSettings(Frozen):
+    """The web page and API: served by `newsmon serve`, and by `newsmon run` unless
+    ``enabled = false`` (or ``--no-serve``)."""
+
+    enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (the start line says which)
     api_token: str | None = None
     # Where people reach `newsmon serve` (alerts link to item pages there); default host:port.
     public_url: str | None = None
@@ -147,7 +155,12 @@ class AppConfig(Frozen):
     server: ServerSettings = ServerSettings()
     sources: tuple[SourceSpec, ...] = ()
     organisations: tuple[OrganisationSpec, ...] = ()
-    alerts: tuple[AlertSpec, ...] = ()
+    alerts: tuple[AlertSpec, ...] = (BUILTIN_LOG_CHANNEL,)
+
+    @field_validator("alerts")
+    @classmethod
+    def _builtin_log(cls, value: tuple[AlertSpec, ...]) -> tuple[AlertSpec, ...]:
+        return value or (BUILTIN_LOG_CHANNEL,)
 
     @field_validator("organisations")
     @classmethod

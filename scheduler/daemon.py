@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from scheduler.config import AppConfig
     from scheduler.context import AppContext
     from scheduler.notifiers import Channel
+    from scheduler.web.server import BackgroundServer
 
 ROUND_GRACE = 8.0  # seconds an in-flight round may take to finish after SIGTERM
 STOP_BUDGET = 9.5  # seconds from the signal to exit
@@ -62,7 +63,7 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
     for spec in config.alerts:
         channel = build_channel(spec, config.server.site_url)
         channels[channel.id] = channel
-        if spec.allow_private:
+        if spec.allow_private or spec.kind == "log":
             continue
         if spec.kind == "webhook":
             from urllib.parse import urlsplit
@@ -76,16 +77,16 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
     return channels
 
 
-def crawl_round(config: AppConfig, worker_id: str, log_level: str = "INFO",
+def round_in_subprocess(config: AppConfig, worker_id: str, log_level: str = "INFO",
                 log_json: bool = False) -> RoundFn:
     """The real round: ``python -m crawler`` in a subprocess with a hard timeout; it logs
     warnings and errors (or everything at DEBUG) in the daemon's format."""
     level = log_level if log_level in ("TRACE", "DEBUG") else "WARNING"
 
     def run(ids: Sequence[str], on_event: jobs.EventSink) -> object:
-        from scheduler.runner import run_crawl_round
+        from scheduler.runner import crawl_round
 
-        return run_crawl_round(config, ids, worker_id=worker_id, timeout=config.daemon.round_timeout,
+        return crawl_round(config, ids, worker_id=worker_id, timeout=config.daemon.round_timeout,
                                on_event=on_event, log_level=level, log_json=log_json)
 
     return run
@@ -145,9 +146,14 @@ def guarded(name: str, fn: Callable[[], object]) -> Callable[[], None]:
 class Daemon:
     """`newsmon run`: start, poll and dispatch until SIGTERM/SIGINT, then stop cleanly."""
 
-    def __init__(self, app: AppContext, round_fn: RoundFn | None = None) -> None:
+    def __init__(self, app: AppContext, round_fn: RoundFn | None = None, *, serve: bool | None = None,
+                 insecure: bool = False) -> None:
+        """:param serve: also serve the web page and API (default: ``[server] enabled``)."""
         self.app = app
         self.round_fn = round_fn
+        self.serve = app.config.server.enabled if serve is None else serve
+        self.insecure = insecure
+        self.web: BackgroundServer | None = None
         self.stop = threading.Event()
         self.signalled_at: float | None = None
         self.lock: DaemonLock | None = None
@@ -178,14 +184,40 @@ class Daemon:
             logger.info("freed the leases of {} stopped worker(s): {}", len(dead), ", ".join(dead))
         channels = build_channels(config)
         rt = Runtime(config=config, sessions=sessions, worker_id=worker_id, channels=channels,
-                     run_round=self.round_fn or crawl_round(config, worker_id, self.app.log_level,
+                     crawl_round=self.round_fn or round_in_subprocess(config, worker_id, self.app.log_level,
                                                              self.app.log_json),
                      host=host, pid=pid)
         jobs.warn_unknown_channels(rt)
         enabled = sum(1 for s in config.sources if s.enabled)
-        logger.info("newsmon daemon {} started: {} sources ({} enabled), {} alert channels, database {}",
-                    worker_id, len(config.sources), enabled, len(channels), _safe_url(config.storage.url))
+        logger.info("newsmon daemon {} started: {} sources ({} enabled), {}, database {}",
+                    worker_id, len(config.sources), enabled, channels_summary(channels),
+                    _safe_url(config.storage.url))
         return rt
+
+    def bind_web(self) -> None:
+        """Check and bind the web page's address before anything starts: a port in use or a
+        public address without a token is one clear error (exit 2), never a crash loop."""
+        from scheduler.context import fail
+        from scheduler.web.server import BackgroundServer, ServeError, bind, check_access
+
+        settings = self.app.config.server
+        try:
+            check_access(settings.host, settings.api_token, self.insecure)
+            sock = bind(settings.host, settings.port)
+        except ServeError as exc:
+            fail(str(exc), 2)
+        self.web = BackgroundServer(self.app.config, self.app.sessions, sock)
+
+    def start_web(self) -> None:
+        from scheduler.web.server import page_url
+
+        if self.web is None:
+            return
+        if self.app.log_level not in ("DEBUG", "TRACE"):
+            logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start-up lines: ours says it
+        self.web.start()
+        logger.info("web page: {}{}", page_url(self.web.sock, self.app.config.server.host),
+                    " (token required)" if self.app.config.server.api_token else "")
 
     def build_scheduler(self, rt: Runtime) -> BackgroundScheduler:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -214,6 +246,8 @@ class Daemon:
                                   misfire_grace_time=3600)
         scheduler.add_job(guarded("heartbeat", lambda: jobs.beat(rt)), "interval",
                           seconds=rt.heartbeat_seconds, id="heartbeat")
+        scheduler.add_job(guarded("partitions", lambda: jobs.ensure_partitions(rt)), "interval", hours=1,
+                          id="partitions", next_run_time=now)
         scheduler.add_job(guarded("prune", lambda: jobs.prune_history(rt)), "interval", hours=6, id="prune",
                           next_run_time=now + timedelta(minutes=5))
         rt.wake_dispatch = lambda: self.wake_dispatch(rt)
@@ -253,9 +287,12 @@ class Daemon:
             self.acquire_lock()
         except DaemonLockedError as exc:
             fail(str(exc), 1)
+        if self.serve:
+            self.bind_web()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.on_signal)
         self.rt = rt = self.start_runtime()
+        self.start_web()
         self.scheduler = self.build_scheduler(rt)
         self.scheduler.start()
         while not self.stop.wait(0.5):
@@ -276,6 +313,8 @@ class Daemon:
             terminate_children()
         idle = rt.wait_idle(max(0.1, STOP_BUDGET - (time.monotonic() - started)))
         self.scheduler.shutdown(wait=False)
+        if self.web is not None:
+            self.web.stop()
         with rt.sessions() as session:
             stop_worker(session, rt.worker_id, utc_now())
         for channel in rt.channels.values():
@@ -287,6 +326,13 @@ class Daemon:
         if not idle:  # a send still waits on its timeout: its event stays pending and is resent
             os._exit(0)
         return 0
+
+
+def channels_summary(channels: dict[str, Channel]) -> str:
+    """``1 alert channel (log)``, ``2 alert channels (webhook, log)``."""
+    kinds = ", ".join(dict.fromkeys(c.spec.kind for c in channels.values()))
+    noun = "channel" if len(channels) == 1 else "channels"
+    return f"{len(channels)} alert {noun}" + (f" ({kinds})" if kinds else "")
 
 
 def _safe_url(url: str) -> str:

@@ -14,6 +14,7 @@ from loguru import logger
 
 from crawler.failures import fault_message, round_failure_class
 from crawler.policy import next_poll_at
+from scheduler.polllog import PollLog
 from storage.db import in_list
 from storage.leases import (
     claim_due_sources,
@@ -66,7 +67,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     worker_id: str
     channels: dict[str, Channel]
-    run_round: RoundFn
+    crawl_round: RoundFn
     clock: Callable[[], datetime] = utc_now
     stopping: threading.Event = field(default_factory=threading.Event)
     wake_dispatch: Callable[[], None] = lambda: None
@@ -74,8 +75,17 @@ class Runtime:
     pid: int = 0
     in_round: threading.Event = field(default_factory=threading.Event)
     paused_until: dict[str, datetime] = field(default_factory=dict)
+    poll_log: EventSink | None = None  # logs each poll's outcome (default: PollLog on this database)
     _active: int = 0
     _idle: threading.Condition = field(default_factory=threading.Condition)
+
+    def log_poll(self, event: Any) -> None:
+        assert self.poll_log is not None
+        self.poll_log(event)
+
+    def __post_init__(self) -> None:
+        if self.poll_log is None:
+            self.poll_log = PollLog(self.sessions)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -112,29 +122,6 @@ class Runtime:
 # --- polling ------------------------------------------------------------------------------------
 
 
-def _event_dict(event: Any) -> dict[str, Any]:
-    if isinstance(event, dict):
-        return event
-    dump = getattr(event, "model_dump", None)
-    return dump() if callable(dump) else dict(vars(event))
-
-
-def log_poll(event: Any) -> None:
-    """One line per poll outcome: source, outcome, counts or error class."""
-    e = _event_dict(event)
-    if e.get("kind", "source") != "source":
-        return
-    source, outcome = e.get("source_id"), e.get("outcome")
-    if outcome == "error":
-        logger.bind(source=source, outcome=outcome, error_class=e.get("error_class")).warning(
-            "poll {} error {}: {}", source, e.get("error_class"), e.get("message"))
-        return
-    logger.bind(source=source, outcome=outcome).info(
-        "poll {} {} new={} updated={} unchanged={} matched={} alerts={}", source, outcome,
-        e.get("new", 0), e.get("updated", 0), e.get("unchanged", 0), e.get("matched", 0),
-        e.get("events", 0))
-
-
 def poll_due_sources(rt: Runtime) -> int:
     """Claim due sources in batches and run one crawl round per batch until none is due or
     the daemon stops; returns how many sources were polled."""
@@ -147,19 +134,19 @@ def poll_due_sources(rt: Runtime) -> int:
                                         per_host=rt.config.crawl.concurrency_per_host)
             if not ids:
                 break
-            run_round(rt, ids)
+            round_job(rt, ids)
             polled += len(ids)
     return polled
 
 
-def run_round(rt: Runtime, ids: Sequence[str]) -> None:
+def round_job(rt: Runtime, ids: Sequence[str]) -> None:
     """One crawl round; whatever happens, every claimed source ends with a recorded outcome,
     a next poll time and no lease of ours."""
     started = rt.clock()
     failure: Exception | None = None
     rt.in_round.set()
     try:
-        rt.run_round(ids, log_poll)
+        rt.crawl_round(ids, rt.log_poll)
     except Exception as exc:  # the job boundary: one source set failed, the daemon goes on
         failure = exc
         logger.opt(exception=exc).error("crawl round of {} sources failed: {}", len(ids),
@@ -180,6 +167,7 @@ def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime,
     hot loop)."""
     now = rt.clock()
     crawl = rt.config.crawl
+    unfinished: list[dict[str, Any]] = []
     with rt.sessions() as session:
         for source in load_sources(session, ids):
             if source.lease_owner == rt.worker_id and rt.stopping.is_set():
@@ -192,13 +180,15 @@ def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime,
                                     max_backoff=crawl.max_backoff, jitter=crawl.jitter)
                 record_poll(session, PollOutcome(source.id, started, now, "error", error_class=error_class,
                                                  message=message, next_poll_at=when), rt.worker_id)
-                log_poll({"source_id": source.id, "outcome": "error", "error_class": error_class,
-                          "message": message})
+                unfinished.append({"source_id": source.id, "outcome": "error", "error_class": error_class,
+                                   "message": message})
             elif source.next_poll_at is None or source.next_poll_at <= now:
                 source.next_poll_at = next_poll_at(now, interval=source.interval_seconds,
                                                    jitter=crawl.jitter)
         session.commit()
         release_sources(session, rt.worker_id, in_list(ids))
+    for event in unfinished:
+        rt.log_poll(event)
 
 
 # --- alerts ---------------------------------------------------------------------------------------
@@ -226,8 +216,9 @@ def _record(rt: Runtime, session: Session, channel: Channel, event: ClaimedEvent
     log = logger.bind(event_id=event.event_id, channel=channel.id)
     if result.ok:
         mark_delivered(session, event, now)
-        log.info("alert {} → {} delivered (attempt {}){}", event.event_id, channel.id,
-                 event.attempts + 1, _latency(event, now))
+        # the log channel's own line is the delivery
+        log.log("DEBUG" if channel.spec.kind == "log" else "INFO", "alert {} → {} delivered (attempt {}){}",
+                event.event_id, channel.id, event.attempts + 1, _latency(event, now))
         return True
     error = result.error or "failed"
     outcome, when = mark_failed(session, event, rt.worker_id, now, error, rt.retry, result.retry_after)
@@ -338,6 +329,22 @@ def beat(rt: Runtime) -> list[str]:
     return dead
 
 
+def ensure_partitions(rt: Runtime) -> None:
+    """PostgreSQL: the fetch log's day partitions of today and the days ahead (hourly; the
+    prune also does it). A poll of a day without one lands in the default partition, from
+    which the partition's creation moves it."""
+    from storage.partitions import ensure_partitions as ensure
+    from storage.partitions import is_partitioned
+
+    with rt.sessions() as session:
+        connection = session.connection()
+        if is_partitioned(connection):
+            made = ensure(connection, rt.clock())
+            session.commit()
+            if made:
+                logger.info("fetch log partitions created for {}", ", ".join(d.isoformat() for d in made))
+
+
 def prune_history(rt: Runtime) -> None:
     """Drop fetch-log rows past `daemon.fetch_log_keep` and the story index past its window,
     then give back the memory its table scans took (see release_free_memory)."""
@@ -350,13 +357,12 @@ def prune_history(rt: Runtime) -> None:
         with rt.sessions(bind=connection) as session:
             pruned = prune(session, rt.clock(), story_window=WINDOW,
                            fetch_log_keep=timedelta(seconds=rt.config.daemon.fetch_log_keep))
-            session.commit()
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("PRAGMA shrink_memory")  # this connection's page cache
     release_free_memory()
-    if pruned.fetch_log or pruned.story_bands or pruned.signatures:
-        logger.info("pruned {} fetch-log rows, {} story bands, {} signatures", pruned.fetch_log,
-                    pruned.story_bands, pruned.signatures)
+    if pruned.fetch_log or pruned.fetch_log_days or pruned.story_bands or pruned.signatures:
+        logger.info("pruned {} fetch-log rows, {} fetch-log day partitions, {} story bands, {} signatures",
+                    pruned.fetch_log, pruned.fetch_log_days, pruned.story_bands, pruned.signatures)
 
 
 def release_free_memory() -> bool:

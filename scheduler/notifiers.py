@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from loguru import logger
 
 from crawler.addresses import destination_problem
 
@@ -275,8 +276,43 @@ class AppriseChannel:
         self.apprise.clear()
 
 
+# --- log ----------------------------------------------------------------------------------------
+
+
+def log_line(event: ClaimedEvent) -> str:
+    """``match CICA: <title> <url>`` (``edit``/``removed`` for those events); one line whatever
+    the feed put in the title."""
+    item = event.body.get("item") or {}
+    title = " ".join(str(item.get("title") or "(no title)").split())
+    kind = str(event.body.get("event") or "match")
+    return f"{kind} {', '.join(event.organisations)}: {title} {item.get('url') or ''}".rstrip()
+
+
+class LogChannel:
+    """Prints each event as one INFO line in the daemon's log: always delivered."""
+
+    def __init__(self, spec: AlertSpec) -> None:
+        self.spec, self.id = spec, spec.channel_id
+
+    def send(self, event: ClaimedEvent) -> Delivery:
+        logger.bind(event_id=event.event_id, channel=self.id).info("{}", log_line(event))
+        return Delivery(True)
+
+    def send_digest(self, events: Sequence[ClaimedEvent]) -> Delivery:
+        noun = "story" if len(events) == 1 else "stories"
+        logger.bind(channel=self.id).info("digest: {} {}", len(events), noun)
+        for event in events:
+            self.send(event)
+        return Delivery(True)
+
+    def close(self) -> None:
+        pass
+
+
 def build_channel(spec: AlertSpec, site_url: str | None = None) -> Channel:
     """:param site_url: where ``newsmon serve`` is reached, for links to item pages."""
     if spec.kind == "webhook":
         return WebhookChannel(spec)
+    if spec.kind == "log":
+        return LogChannel(spec)
     return AppriseChannel(spec, site_url)

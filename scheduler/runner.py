@@ -25,15 +25,12 @@ from crawler.job import ChannelSpec, CrawlJob, SourceEvent, parse_event
 from crawler.policy import next_poll_at
 from crawler.sources import SourceSpec
 from scheduler.config import AppConfig
+from scheduler.errors import UnknownSourceError  # noqa: F401 - re-exported: scheduler.runner.UnknownSourceError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Beyond the job's own deadline: the crawler's watchdog grace plus process start-up.
 KILL_GRACE = 10.0
 TERM_GRACE = 2.0
-
-
-class UnknownSourceError(KeyError):
-    """Raised by run_crawl_round for a source id that is not configured."""
 
 
 @dataclass
@@ -83,7 +80,7 @@ def build_job(config: AppConfig, sources: Sequence[SourceSpec], *, worker_id: st
                     log_level=log_level, log_json=log_json, progress=progress)
 
 
-def run_crawl_round(
+def crawl_round(
     config: AppConfig,
     source_ids: Sequence[str] | None,
     *,

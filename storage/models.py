@@ -327,7 +327,8 @@ class AlertEvent(Base):
 
 
 class FetchLog(Base):
-    """One poll of one source: its outcome, as data."""
+    """One poll of one source: its outcome, as data. On PostgreSQL the table is partitioned by
+    day of ``started_at`` (storage/partitions.py); its primary key there is (id, started_at)."""
 
     __tablename__ = "fetch_log"
 
@@ -351,6 +352,19 @@ class FetchLog(Base):
     )
 
 
+class PollCount(Base):
+    """Polls of a source so far, per outcome and error class ("" for none): the fetch log rolled
+    up, one increment in the transaction that writes each fetch-log row, so `status` and
+    `/metrics` never count the log (which is pruned; these counters are not)."""
+
+    __tablename__ = "poll_counts"
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    error_class: Mapped[str] = mapped_column(String(32), primary_key=True, default="")
+    polls: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Worker(Base):
     """A running `newsmon run` process and its heartbeat."""
 
@@ -362,3 +376,23 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    polls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # fetch-log rows it wrote
+
+
+class Backfill(Base):
+    """Where ``newsmon backfill`` of a source stands: the pages still to read (so a second run
+    continues), how far back it went, and its counts."""
+
+    __tablename__ = "backfills"
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    pending: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of URLs still to read
+    seen: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of page URLs read
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    known: Mapped[int] = mapped_column(Integer, default=0)
+    oldest_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reached_since: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

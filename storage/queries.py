@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.models import AlertEvent, FetchLog, Item, ItemSource, ItemVersion, Match, Source, Worker
 from storage.revisits import RevisitStats, revisit_stats
-from storage.search import fts5_excluded, fts5_match, parse_query, tsquery
+from storage.search import Query, fts5_excluded, fts5_match, parse_query, tsquery
 from storage.serialize import iso, item_dict, version_dict
 
 MAX_LIMIT = 1000
@@ -76,8 +76,7 @@ def _fulltext(session: Session, query: str) -> list[Any]:
     if parsed.empty:
         return []
     if session.get_bind().dialect.name != "sqlite":
-        return [Item.id.in_(select(text("item_id")).select_from(text("items_search"))
-                            .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed)))]
+        return [_pg_fulltext(parsed)]
     clauses: list[Any] = []
     positive, negative = fts5_match(parsed), fts5_excluded(parsed)
     if positive:
@@ -90,6 +89,16 @@ def _fulltext(session: Session, query: str) -> list[Any]:
     if negative:
         clauses.append(Item.id.not_in(_fts_rowids(negative, "fts_neg")))
     return clauses
+
+
+def _pg_fulltext(parsed: Query) -> Any:
+    """The full-text clause on PostgreSQL: its planner chooses between collecting the matches
+    (GIN) and testing items along the newest-first walk from its statistics. A run-time choice
+    for phrases like SQLite's (walk the newest items in steps, collect when the hit rate seen
+    says that is cheaper) was measured slower than the planner's on the 200,000-item bench
+    (bench/README.md, "Search on PostgreSQL"), so there is none."""
+    return Item.id.in_(select(text("item_id")).select_from(text("items_search"))
+                       .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed)))
 
 
 def _organisations(session: Session, organisations: Sequence[str]) -> Any:
@@ -125,6 +134,7 @@ def search_items(session: Session, flt: SearchFilter) -> list[dict[str, Any]]:
     On SQLite (which keeps no statistics), each filter first counts its matches cheaply: a
     selective filter drives the query from its few matches; a common one is tested along the
     walk of the newest-first index, which stops after ``limit`` hits."""
+    _no_jit(session)
     clauses = _search_clauses(session, flt)
     return _search_page(session, clauses, flt.before, max(1, min(flt.limit, MAX_LIMIT)))
 
@@ -133,6 +143,7 @@ def iter_search(session: Session, flt: SearchFilter, *, page_size: int = MAX_LIM
     """Items matching ``flt``, newest first, up to ``flt.limit`` (no maximum), read a page of
     ``page_size`` at a time with the keyset cursor the API uses, in constant memory: each
     page's rows leave the session before the next is read (read-only use of ``session``)."""
+    _no_jit(session)
     clauses = _search_clauses(session, flt)
     remaining, before = flt.limit, flt.before
     while remaining > 0:
@@ -145,6 +156,14 @@ def iter_search(session: Session, flt: SearchFilter, *, page_size: int = MAX_LIM
         if len(page) < size:
             return
         remaining -= size
+
+
+def _no_jit(session: Session) -> None:
+    """No JIT compilation for this transaction's queries on PostgreSQL: a walk whose end the
+    planner cannot foresee is costed high enough to be compiled, which takes 300–400 ms, far
+    more than any search query runs."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL jit = off"))
 
 
 def _search_clauses(session: Session, flt: SearchFilter) -> list[Any]:
@@ -172,11 +191,18 @@ def _search_page(session: Session, clauses: list[Any], before: tuple[datetime, i
                  limit: int) -> list[dict[str, Any]]:
     """One page of items newest first, after the keyset cursor ``before`` = (sort_at, id)."""
     if before is not None:
-        at, last_id = before
-        clauses = [*clauses, or_(Item.sort_at < at, and_(Item.sort_at == at, Item.id < last_id))]
+        clauses = [*clauses, _after(before)]
     stmt = (select(Item).options(selectinload(Item.matches)).where(*clauses)
             .order_by(Item.sort_at.desc(), Item.id.desc()).limit(limit))
     return [_with_cursor(item) for item in session.scalars(stmt).all()]
+
+
+def _after(cursor: tuple[datetime, int]) -> Any:
+    """Items after the keyset cursor (sort_at, id) in newest-first order. The bare
+    ``sort_at <= at`` lets the planner walk the sort index from the cursor on (on the OR alone,
+    PostgreSQL reads from the newest item)."""
+    at, last_id = cursor
+    return and_(Item.sort_at <= at, or_(Item.sort_at < at, and_(Item.sort_at == at, Item.id < last_id)))
 
 
 def _with_cursor(item: Item) -> dict[str, Any]:
@@ -245,13 +271,39 @@ def latency_stats(session: Session, limit: int = 1000) -> dict[str, Any]:
     }
 
 
-def _usual_gap(session: Session, source_id: str) -> float | None:
-    """Median gap in seconds between the source's recent new items (its usual cadence)."""
-    seen = session.scalars(select(ItemSource.first_seen_at).where(ItemSource.source_id == source_id)
-                           .order_by(ItemSource.first_seen_at.desc()).limit(20)).all()
+def _usual_gap(seen: Sequence[datetime]) -> float | None:
+    """Median gap in seconds between a source's recent new items, newest first (its usual cadence)."""
     gaps = [(a - b).total_seconds() for a, b in zip(seen, seen[1:], strict=False)]
     gaps = [g for g in gaps if g > 1]
     return statistics.median(gaps) if len(gaps) >= 3 else None
+
+
+RECENT = 20  # new items per source that tell its cadence
+
+
+def _recent_seen(session: Session) -> dict[str, list[datetime]]:
+    """Per source, when its newest RECENT items were first seen, newest first: on PostgreSQL
+    in one statement (a LATERAL index walk per source), on SQLite one small indexed query per
+    source (in-process, so cheap), never a scan of every item."""
+    out: dict[str, list[datetime]] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(text(
+            "SELECT s.id, x.first_seen_at FROM sources s CROSS JOIN LATERAL (SELECT first_seen_at "
+            "FROM item_sources WHERE source_id = s.id ORDER BY first_seen_at DESC LIMIT :n) x "
+            "ORDER BY s.id, x.first_seen_at DESC"), {"n": RECENT})
+        for source_id, at in rows:
+            out.setdefault(source_id, []).append(at.astimezone(UTC))
+        return out
+    # the driver's cursor: SQLAlchemy's own cost per statement (~1 ms) would be most of it
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for source_id in session.scalars(select(Source.id)).all():
+            cursor.execute("SELECT first_seen_at FROM item_sources WHERE source_id = ? "
+                           "ORDER BY first_seen_at DESC LIMIT ?", (source_id, RECENT))
+            out[source_id] = [datetime.fromisoformat(at).replace(tzinfo=UTC) for (at,) in cursor.fetchall()]
+    finally:
+        cursor.close()
+    return out
 
 
 def source_status(session: Session, now: datetime, silence_factor: float = 3.0) -> list[dict[str, Any]]:
@@ -259,9 +311,10 @@ def source_status(session: Session, now: datetime, silence_factor: float = 3.0) 
     counts = dict(session.execute(select(ItemSource.source_id, func.count())
                                   .group_by(ItemSource.source_id)).all())
     revisits = revisit_stats(session, now)
+    recent = _recent_seen(session)
     out = []
     for source in session.scalars(select(Source).order_by(Source.id)):
-        gap = _usual_gap(session, source.id)
+        gap = _usual_gap(recent.get(source.id, []))
         cadence = max(gap or 0.0, source.interval_seconds)
         silent = bool(
             source.enabled and source.last_new_item_at is not None and gap is not None
@@ -293,7 +346,7 @@ def revisit_dict(found: RevisitStats) -> dict[str, Any]:
 
 def worker_status(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
     """Live workers: identity, heartbeat age, what each holds (source ids, alert events) and
-    how many polls it has done (fetch log)."""
+    how many polls it has done (its counter, raised with each fetch-log row it writes)."""
     now = now or datetime.now(UTC)
     workers = session.scalars(select(Worker).where(Worker.stopped_at.is_(None))
                               .order_by(Worker.started_at)).all()
@@ -305,16 +358,32 @@ def worker_status(session: Session, now: datetime | None = None) -> list[dict[st
     events = dict(session.execute(select(AlertEvent.lease_owner, func.count())
                                   .where(AlertEvent.lease_owner.in_(ids))
                                   .group_by(AlertEvent.lease_owner)).all())
-    polls = dict(session.execute(select(FetchLog.worker_id, func.count())
-                                 .where(FetchLog.worker_id.in_(ids)).group_by(FetchLog.worker_id)).all())
     return [{"id": w.id, "host": w.host, "pid": w.pid, "started_at": iso(w.started_at),
              "heartbeat_at": iso(w.heartbeat_at),
              "heartbeat_age_seconds": round(max(0.0, (now - w.heartbeat_at).total_seconds()), 1),
              "sources_held": len(held.get(w.id, [])), "holds": held.get(w.id, []),
-             "events_held": events.get(w.id, 0), "polls": polls.get(w.id, 0)}
+             "events_held": events.get(w.id, 0), "polls": w.polls or 0}
             for w in workers]
 
 
 def outbox_backlog(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(AlertEvent)
                           .where(AlertEvent.delivered_at.is_(None))) or 0
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """One poll of a source, as the fetch log keeps it."""
+
+    started_at: datetime
+    outcome: str
+    error_class: str | None
+
+
+def recent_polls(session: Session, source_id: str, limit: int) -> list[PollRecord]:
+    """The source's last ``limit`` polls, newest first."""
+    rows = session.execute(
+        select(FetchLog.started_at, FetchLog.outcome, FetchLog.error_class)
+        .where(FetchLog.source_id == source_id)
+        .order_by(FetchLog.started_at.desc(), FetchLog.id.desc()).limit(limit))
+    return [PollRecord(*row) for row in rows]

@@ -3,7 +3,6 @@ items; source definitions and polling state; the fetch log."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,20 +14,16 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from storage.db import in_list
+from storage.keys import key_of
 from storage.models import (
     FetchLog,
     Item,
     ItemSource,
     Source,
+    Worker,
 )
 from storage.search import Query, parse_query, query_admits
 from storage.stories import Signed
-
-
-def key_of(value: str) -> str:
-    """A fixed-size index key for a long string (URLs, GUIDs)."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:40]
-
 
 # Alerts go out for matches at least this sure (crawler/evidence.py: 1.0 a name or safe
 # acronym, 0.95–0.7 an ambiguous acronym with evidence, 0.6 only a foreign-affairs source).
@@ -63,7 +58,9 @@ def best_confidence(rows: Iterable[MatchRow]) -> dict[str, float]:
 
 @dataclass
 class ItemWrite:
-    """Everything the pipelines know about one fetched item."""
+    """One fetched item, from the spider through the pipelines into storage: the spider fills in
+    what the source gave, the pipelines normalise it and add ``canonical_url``, ``matches`` and
+    ``content_hash`` (``crawler.pipelines``), storage writes it (``storage.writes``)."""
 
     source_id: str
     url: str
@@ -290,7 +287,9 @@ class PollOutcome:
 
 
 def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = None) -> None:
-    """Write the fetch log row and the source's polling state for one poll."""
+    """Write the fetch log row, its counters (``poll_counts``, ``workers.polls``) and the
+    source's polling state for one poll."""
+    count_poll(session, outcome.source_id, outcome.outcome, outcome.error_class, worker_id)
     session.add(FetchLog(
         source_id=outcome.source_id, started_at=outcome.started_at,
         finished_at=outcome.finished_at, outcome=outcome.outcome,
@@ -315,3 +314,15 @@ def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = 
         if outcome.new:
             values["last_new_item_at"] = outcome.finished_at
     session.execute(update(Source).where(Source.id == outcome.source_id).values(**values))
+
+
+def count_poll(session: Session, source_id: str, outcome: str, error_class: str | None,
+               worker_id: str | None) -> None:
+    """One more poll in the rolled-up counters (the fetch log's row is written beside it)."""
+    session.execute(text(
+        "INSERT INTO poll_counts (source_id, outcome, error_class, polls) VALUES (:s, :o, :c, 1) "
+        "ON CONFLICT (source_id, outcome, error_class) DO UPDATE SET polls = poll_counts.polls + 1"),
+        {"s": source_id, "o": outcome, "c": error_class or ""})
+    if worker_id is not None:
+        session.execute(update(Worker).where(Worker.id == worker_id).values(polls=Worker.polls + 1)
+                        .execution_options(synchronize_session=False))

@@ -3,21 +3,27 @@ of the raw fetched responses."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from http import HTTPStatus
 from typing import IO, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from storage.errors import ImportLineError
+from storage.import_prep import Prepared, prepare
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
-from storage.repository import key_of
-from storage.search import search_terms
 from storage.serialize import item_dict, raw_body, version_dict
 from storage.writes import index_item, index_items
 
@@ -104,7 +110,6 @@ class _BytesReader:
         self.pos += len(chunk)
         return chunk
 
-
 # --- import ----------------------------------------------------------------------------------
 
 
@@ -116,99 +121,77 @@ class ImportReport:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _time(value: Any, key: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise ImportLineError(f"{key}: {value!r} is not an ISO 8601 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _versions(record: dict[str, Any]) -> list[dict[str, Any]]:
-    versions = record.get("versions")
-    if versions is None:
-        versions = [{"version": record.get("version", 1), "title": record.get("title", ""),
-                     "text": record.get("text", ""), "content_hash": record.get("content_hash"),
-                     "fetched_at": record.get("first_seen_at")}]
-    if not isinstance(versions, list) or not versions:
-        raise ImportLineError("versions: expected a non-empty list")
-    for v in versions:
-        if not isinstance(v, dict) or not v.get("content_hash"):
-            raise ImportLineError("versions: every version needs a content_hash")
-    return sorted(versions, key=lambda v: int(v.get("version") or 0))
-
-
-def _check(record: Any) -> dict[str, Any]:
-    if not isinstance(record, dict):
-        raise ImportLineError("expected a JSON object")
-    for key in ("source", "url", "canonical_url"):
-        if not isinstance(record.get(key), str) or not record[key]:
-            raise ImportLineError(f"{key}: missing or not a string")
-    if record.get("guid") is not None and not isinstance(record["guid"], str):
-        raise ImportLineError("guid: expected a string")
-    sources = record.get("sources") or [record["source"]]  # exports before `sources` had one
-    if not isinstance(sources, list) or not all(isinstance(s, str) and s for s in sources):
-        raise ImportLineError("sources: expected a list of source ids")
-    record["_sources"] = list(dict.fromkeys([record["source"], *sources]))
-    return record
+CHUNK = 4000  # records per transaction (fewer, larger FTS5 segments and commits)
+AHEAD = 2  # chunks prepared ahead by the worker process while one is written
 
 
 class Importer:
     """Loads exported items into this database; ids and story ids are this database's own.
 
-    Lines are validated in Python first; valid ones are written a chunk per transaction: the
-    items the chunk names are looked up in a few queries, records of new items (the usual
-    case when moving a database) are inserted together, one statement per table, and only
-    records of stored items that change something go one by one (``_record``). Only when
-    the database refuses a chunk is it replayed one savepoint per line, so one bad line never
-    costs the others (savepoints are slow with FTS5, so they are the exception, not the
-    rule)."""
+    Lines are checked and prepared by ``storage.import_prep.prepare`` (JSON, times, keys,
+    search terms): for an input of more than one chunk in a worker process, a chunk or two
+    ahead of the one being written, so both cores work. Valid records are written a chunk per
+    transaction: the items the chunk names are looked up in a few queries, records of new items
+    (the usual case when moving a database) are inserted together with the driver's bulk path
+    (``_Bulk``: ``executemany`` on SQLite, ``COPY`` on PostgreSQL), and only records of stored
+    items that change something go one by one (``_record``). Only when the database refuses
+    a chunk is it replayed one savepoint per line, so one bad line never costs the others
+    (savepoints are slow with FTS5, so they are the exception, not the rule). A chunk is
+    written whole or not at all: a crash leaves the chunks before it, and importing the file
+    again completes it."""
 
     def __init__(self, session: Session, now: datetime) -> None:
         self.session, self.now = session, now
         self.stories: dict[int, int] = {}
         self.sources: set[str] = set()  # source ids known to exist
         self.report = ImportReport()
+        self.replayed = 0  # chunks the database refused whole, replayed line by line
+        self._bulk: _Bulk | None = None
 
-    def feed(self, lines: Iterable[str], chunk: int = 1000) -> ImportReport:
-        """Import every line (numbered from 1), committing every ``chunk`` valid records."""
-        batch: list[tuple[int, dict[str, Any]]] = []
-        for number, line in enumerate(lines, 1):
-            record = self.validate(number, line)
-            if record is not None:
-                batch.append((number, record))
-            if len(batch) >= chunk:
-                self._write(batch)
-                batch = []
-        self._write(batch)
+    def feed(self, lines: Iterable[str | bytes], chunk: int = CHUNK, parallel: bool | None = None) -> ImportReport:
+        """Import every line (numbered from 1; UTF-8 bytes or text), committing every ``chunk`` records.
+        ``parallel``: prepare lines in a worker process (default: when there is more than one
+        chunk); the database contents are the same either way."""
+        chunks = _line_chunks(lines, chunk)
+        head = list(itertools.islice(chunks, 2))
+        if parallel is None:
+            parallel = len(head) > 1
+        if parallel:
+            self._feed_parallel(itertools.chain(head, chunks))
+        else:
+            for part in itertools.chain(head, chunks):
+                self._write(prepare(part, self._backend(), self.now))
+        self.report.errors.sort()
         return self.report
 
-    def line(self, number: int, line: str) -> None:
+    def _feed_parallel(self, chunks: Iterator[Lines]) -> None:
+        job = (self._backend(), self.now)
+        # spawn: the worker inherits no database connection (a forked copy could close it)
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
+            first = next(chunks, [])
+            pending = deque((part, _submit(pool, part, job)) for part in itertools.islice(chunks, AHEAD))
+            self._write(prepare(first, *job))  # here, while the worker starts
+            for part in chunks:
+                pending.append((part, _submit(pool, part, job)))
+                self._write(_prepared(*pending.popleft(), job))
+            while pending:
+                self._write(_prepared(*pending.popleft(), job))
+
+    def line(self, number: int, line: str | bytes) -> None:
         """Import one line now (its own transaction)."""
-        record = self.validate(number, line)
-        if record is not None:
-            self._write([(number, record)])
+        self._write(prepare([(number, line)], self._backend(), self.now))
 
-    def validate(self, number: int, line: str) -> dict[str, Any] | None:
-        """The record on this line, or None (blank, or bad: the reason goes to the report)."""
-        if not line.strip():
-            return None
-        try:
-            record = _check(json.loads(line))
-            record["_versions"] = _versions(record)
-            record["_first_seen"] = _time(record.get("first_seen_at"), "first_seen_at")
-            record["_published"] = _time(record.get("published_at"), "published_at")
-            for v in record["_versions"]:
-                v["_fetched"] = _time(v.get("fetched_at"), "fetched_at")
-            record["_matches"] = _matches(record.get("matches"))
-        except (ImportLineError, json.JSONDecodeError, ValueError, TypeError) as exc:
-            self.report.errors.append((number, str(exc)))
-            return None
-        return record
+    def _backend(self) -> str:
+        return self.session.get_bind().dialect.name
 
-    def _write(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+    def _write(self, prepared: list[Prepared]) -> None:
+        batch: list[tuple[int, dict[str, Any]]] = []
+        for number, record, reason in prepared:
+            if record is None:
+                self.report.errors.append((number, reason or "bad line"))
+            else:
+                batch.append((number, record))
         if not batch:
             return
         before = replace(self.report, errors=list(self.report.errors))
@@ -221,6 +204,7 @@ class Importer:
         except SQLAlchemyError:
             self.session.rollback()
             self.report, self.stories, self.sources = before, stories, sources
+        self.replayed += 1
         for number, record in batch:
             try:
                 with self.session.begin_nested():
@@ -238,10 +222,6 @@ class Importer:
         chunk wrote) one by one, as ``_record``."""
         records = [record for _, record in batch]
         self._sources([s for record in records for s in record["_sources"]])
-        for record in records:
-            guid = record.get("guid")
-            record["_url_key"] = key_of(record["canonical_url"])
-            record["_guid_key"] = key_of(guid) if isinstance(guid, str) and guid else None
         stored = _Stored.load(self.session, records)
         pending: list[dict[str, Any]] = []
         claimed: set[tuple[str, str, str]] = set()
@@ -285,77 +265,60 @@ class Importer:
 
     def _insert(self, records: list[dict[str, Any]]) -> None:
         """Records of items not stored yet: stories, items, versions, sources, matches and
-        search rows, one statement each."""
+        search rows, one bulk write each, with ids taken ahead."""
         if not records:
             return
         self.session.flush()
-        story_ids = self._new_stories(records)
-        items, versions = [], []
-        for record, story_id in zip(records, story_ids, strict=True):
-            first_seen = record["_first_seen"] or self.now
-            published = record["_published"]
-            kept, seen = [], set()
-            for v in record["_versions"]:
-                if v["content_hash"] not in seen:
-                    seen.add(v["content_hash"])
-                    kept.append(v)
-            record["_kept"] = kept
+        bulk = self._bulk = self._bulk or _Bulk(self.session)
+        bulk.begin()
+        story_ids = self._new_stories(records, bulk)
+        item_ids = bulk.ids("items", len(records))
+        items, versions, links, matches, search = [], [], [], [], []
+        for record, story_id, item_id in zip(records, story_ids, item_ids, strict=True):
+            published, first_seen, updated, sort_at = record["_at"]
+            kept = record["_kept"]
             last = kept[-1]
-            items.append({
-                "source_id": record["source"], "url": record["url"],
-                "canonical_url": record["canonical_url"], "url_key": record["_url_key"],
-                "guid": record.get("guid"), "guid_key": record["_guid_key"], "language": record.get("language"),
-                "published_at": published, "first_seen_at": first_seen,
-                "updated_at": last["_fetched"] or self.now, "sort_at": published or first_seen,
-                "version": len(kept), "content_hash": last["content_hash"],
-                "title": last.get("title") or "", "text": last.get("text") or "", "story_id": story_id})
-        item_ids = self._insert_ids(Item.__table__, items)
-        links, matches, terms = [], [], []
-        for record, item, item_id in zip(records, items, item_ids, strict=True):
-            for number, v in enumerate(record["_kept"], 1):
-                versions.append({"item_id": item_id, "version": number, "fetched_at": v["_fetched"] or self.now,
-                                 "title": v.get("title") or "", "text": v.get("text") or "",
-                                 "content_hash": v["content_hash"]})
+            items.append((
+                item_id, record["source"], record["url"], record["canonical_url"], record["_url_key"],
+                record.get("guid"), record["_guid_key"], record.get("language"), published, first_seen, updated,
+                sort_at, len(kept), last["content_hash"], last.get("title") or "", last.get("text") or "",
+                story_id))
+            for number, v in enumerate(kept, 1):
+                versions.append((item_id, number, v["_at"], v.get("title") or "", v.get("text") or "",
+                                 v["content_hash"]))
+            content_hash = record["_versions"][-1]["content_hash"]
             for source_id in record["_sources"]:
-                links.append({"item_id": item_id, "source_id": source_id,
-                              "guid_key": record["_guid_key"] if source_id == record["source"] else None,
-                              "content_hash": record["_versions"][-1]["content_hash"],
-                              "first_seen_at": item["first_seen_at"]})
-            matches.extend({"item_id": item_id, **m} for m in record["_matches"])
-            terms.append((item_id, search_terms(item["title"], item["text"])))
-        self.session.execute(insert(ItemVersion.__table__), versions)
-        self.session.execute(insert(ItemSource.__table__), links)
-        if matches:
-            self.session.execute(insert(Match.__table__), matches)
-        index_items(self.session, terms, fresh=True)
+                links.append((item_id, source_id, record["_guid_key"] if source_id == record["source"] else None,
+                              content_hash, first_seen))
+            for m in record["_matches"]:
+                matches.append((item_id, m["organisation"], m["alias"], m["form"], m["snippet"], m["start"],
+                                m["end"], False))
+            search.append((item_id, record["_terms"], record["_tsv"]))
+        bulk.rows("items", _ITEM_COLUMNS, items)
+        bulk.rows("item_versions", _VERSION_COLUMNS, versions)
+        bulk.rows("item_sources", _LINK_COLUMNS, links)
+        bulk.rows("matches", _MATCH_COLUMNS, matches)
+        bulk.search(search)
         self.report.items_new += len(records)
         self.report.versions_new += len(versions)
 
-    def _insert_ids(self, table: Any, rows: list[dict[str, Any]]) -> list[int]:
-        """Insert ``rows``; their new ids, in order. PostgreSQL returns them from batched
-        statements; SQLite would insert one row per statement to return them in order, so the
-        rows go in one ``executemany`` and their ids are the last ones: a rowid table gives each
-        new row max(id) + 1, and no other connection writes while this transaction does."""
-        if self.session.get_bind().dialect.name != "sqlite":
-            return list(self.session.execute(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
-        self.session.execute(insert(table), rows)
-        last = self.session.scalar(select(func.max(table.c.id)))
-        assert last is not None
-        return list(range(last - len(rows) + 1, last + 1))
-
-    def _new_stories(self, records: list[dict[str, Any]]) -> list[int]:
+    def _new_stories(self, records: list[dict[str, Any]], bulk: _Bulk) -> list[int]:
         """Each record's story: the one made for its exported story id earlier in this import,
         else a new one (shared by the records that name the same exported id)."""
         fresh: list[Any] = []  # exported ids (or a unique marker) needing a new story
+        named: set[int] = set()  # the exported ids among them
         for record in records:
             exported = record.get("story_id")
-            key = exported if isinstance(exported, int) else object()
-            if not (isinstance(exported, int) and (exported in self.stories or exported in fresh)):
-                fresh.append(key)
+            if not isinstance(exported, int):
+                fresh.append(object())
+            elif exported not in self.stories and exported not in named:
+                fresh.append(exported)
+                named.add(exported)
         made: dict[Any, int] = {}
         if fresh:
-            ids = self._insert_ids(Story.__table__, [{"created_at": self.now} for _ in fresh])
+            ids = bulk.ids("stories", len(fresh))
+            created = bulk.time(self.now)
+            bulk.rows("stories", ("id", "created_at"), [(i, created) for i in ids])
             made = dict(zip(fresh, ids, strict=True))
         out, markers = [], iter(k for k in fresh if not isinstance(k, int))
         for record in records:
@@ -380,9 +343,9 @@ class Importer:
         source), else with its GUID in its source; new versions for content not yet stored."""
         for source_id in record["_sources"]:
             self._source(source_id)
-        guid_key = key_of(record["guid"]) if isinstance(record.get("guid"), str) and record["guid"] else None
+        guid_key = record["_guid_key"]
         item = self.session.scalar(select(Item).options(selectinload(Item.versions)).where(
-            Item.url_key == key_of(record["canonical_url"])))
+            Item.url_key == record["_url_key"]))
         if item is None and guid_key is not None:
             item = self.session.scalar(
                 select(Item).options(selectinload(Item.versions))
@@ -433,14 +396,12 @@ class Importer:
     def _new_item(self, record: dict[str, Any]) -> Item:
         first_seen = record["_first_seen"] or self.now
         published = record["_published"]
-        guid = record.get("guid")
         item = Item(
             source_id=record["source"], url=record["url"], canonical_url=record["canonical_url"],
-            url_key=key_of(record["canonical_url"]), guid=guid,
-            guid_key=key_of(guid) if guid else None, language=record.get("language"),
-            published_at=published, first_seen_at=first_seen, updated_at=first_seen,
-            sort_at=published or first_seen, version=0, content_hash="", title="", text="",
-            story_id=self._story(record.get("story_id")))
+            url_key=record["_url_key"], guid=record.get("guid"), guid_key=record["_guid_key"],
+            language=record.get("language"), published_at=published, first_seen_at=first_seen,
+            updated_at=first_seen, sort_at=published or first_seen, version=0, content_hash="", title="",
+            text="", story_id=self._story(record.get("story_id")))
         self.session.add(item)
         return item
 
@@ -454,6 +415,106 @@ class Importer:
             self.stories[exported] = story.id
         return story.id
 
+
+Lines = list[tuple[int, str | bytes]]
+
+
+def _watch_parent(parent: int) -> None:
+    """In the worker: exit as soon as the importing process is gone (killed mid-import)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _submit(pool: ProcessPoolExecutor, part: Lines, job: tuple[str, datetime]) -> Future[list[Prepared]] | None:
+    try:
+        return pool.submit(prepare, part, *job)
+    except BrokenProcessPool:
+        return None
+
+
+def _prepared(part: Lines, future: Future[list[Prepared]] | None, job: tuple[str, datetime]) -> list[Prepared]:
+    """The worker's result, or the chunk prepared here when the worker could not run (a
+    script that starts the import without an ``if __name__ == "__main__"`` guard)."""
+    if future is not None:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            pass
+    return prepare(part, *job)
+
+
+def _line_chunks(lines: Iterable[str | bytes], size: int) -> Iterator[Lines]:
+    numbered = enumerate(lines, 1)
+    while part := list(itertools.islice(numbered, size)):
+        yield part
+
+
+_ITEM_COLUMNS = ("id", "source_id", "url", "canonical_url", "url_key", "guid", "guid_key", "language",
+                 "published_at", "first_seen_at", "updated_at", "sort_at", "version", "content_hash", "title",
+                 "text", "story_id")
+_VERSION_COLUMNS = ("item_id", "version", "fetched_at", "title", "text", "content_hash")
+_LINK_COLUMNS = ("item_id", "source_id", "guid_key", "content_hash", "first_seen_at")
+_MATCH_COLUMNS = ("item_id", "organisation", "alias", "form", "snippet", "start", "end", "in_title")
+
+
+class _Bulk:
+    """Rows written straight through the driver inside the session's transaction: plain
+    ``executemany`` on SQLite (values converted once, as SQLAlchemy's types would), ``COPY`` on
+    PostgreSQL. New ids are taken ahead: on SQLite the ones after max(id), as a rowid table
+    would give them (no other connection writes while this transaction does); on PostgreSQL
+    from the table's sequence."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.dialect = session.get_bind().dialect
+        self.sqlite = self.dialect.name == "sqlite"
+        to_db = Item.__table__.c.first_seen_at.type._cached_bind_processor(self.dialect)
+        self._to_db = to_db if self.sqlite else None
+
+    def begin(self) -> None:
+        self.connection = self.session.connection()
+        self.driver = self.connection.connection.driver_connection
+
+    def time(self, value: datetime) -> Any:
+        """A time as the driver takes it."""
+        return self._to_db(value) if self._to_db is not None else value
+
+    def ids(self, table: str, count: int) -> list[int]:
+        if self.sqlite:
+            last = self.connection.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar() or 0
+            return list(range(last + 1, last + count + 1))
+        return sorted(self.connection.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %(n)s)",
+            {"n": count}).scalars())
+
+    def rows(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        names = ", ".join(f'"{c}"' for c in columns)
+        if self.sqlite:
+            marks = ", ".join("?" * len(columns))
+            self.driver.cursor().executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            return
+        with self.driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def search(self, rows: list[tuple[int, str, str | None]]) -> None:
+        """Full-text rows of new items (as ``repository.index_item(fresh=True)``): FTS5 rows on
+        SQLite; on PostgreSQL the tsvector literal where ``import_prep`` could make one, else
+        ``to_tsvector`` on the server."""
+        if self.sqlite:
+            self.driver.cursor().executemany("INSERT INTO items_fts(rowid, terms) VALUES (?, ?)",
+                                             [(i, terms) for i, terms, _ in rows])
+            return
+        self.rows("items_search", ("item_id", "terms"), [(i, tsv) for i, _, tsv in rows if tsv is not None])
+        parsed = [(i, terms) for i, terms, tsv in rows if tsv is None]
+        if parsed:
+            index_items(self.session, parsed, fresh=True)
 
 LOOKUP = 400  # keys per lookup query
 
@@ -512,17 +573,3 @@ class _Stored:
 def _chunks(values: list[Any]) -> list[list[Any]]:
     return [values[start:start + LOOKUP] for start in range(0, len(values), LOOKUP)]
 
-
-def _matches(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ImportLineError("matches: expected a list")
-    out = []
-    for m in value:
-        if not isinstance(m, dict) or not isinstance(m.get("organisation"), str):
-            raise ImportLineError("matches: every match needs an organisation")
-        out.append({"organisation": m["organisation"], "alias": str(m.get("alias", "")),
-                    "form": str(m.get("form", "")), "snippet": str(m.get("snippet", "")),
-                    "start": int(m.get("start", 0)), "end": int(m.get("end", 0))})
-    return out

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import AppConfig, ServerSettings
 from scheduler.web.app import create_app
-from storage.models import AlertEvent, FetchLog
+from storage.models import AlertEvent
+from storage.repository import PollOutcome, record_poll
 from storage.transfer import Importer
 
 ITEM_KEYS = {"id", "source", "sources", "url", "canonical_url", "title", "published_at", "first_seen_at",
@@ -154,18 +156,35 @@ BAD_IDS = ["/api/items/abc", "/api/items/1.5", "/api/items/0", "/api/items/99999
 
 
 def test_bad_parameters_are_422_with_a_reason(api: TestClient) -> None:
-    for query in BAD_QUERIES:
+    """One error body, {"detail", "parameter"}, whether FastAPI or newsmon found the fault."""
+    for query in [*BAD_QUERIES, "since=null", "until=null", "limit=", "since=0001-01-01T00:00:00%2B05:00",
+                  "cursor=WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzA1OjAwIiwxXQ"]:
         response = api.get(f"/api/items?{query}")
         assert response.status_code == 422, (query, response.text)
-        assert response.json()["detail"]
+        body = response.json()
+        assert set(body) == {"detail", "parameter"}, body
+        assert body["parameter"] == query.split("=")[0] and body["detail"].startswith(f"{body['parameter']}: ")
     for path in BAD_IDS:
-        assert api.get(path).status_code == 422, path
+        response = api.get(path)
+        assert response.status_code == 422, path
+        assert response.json()["parameter"] == ("story_id" if "stories" in path else "item_id")
+    assert api.get("/api/items?limit=0").json() == {
+        "detail": "limit: Input should be greater than or equal to 1", "parameter": "limit"}
+    assert api.get("/api/items?until=null").json() == {
+        "detail": "until: 'null' is not an ISO date or time (e.g. 2025-02-04 or 2025-02-04T09:30:00+03:00)",
+        "parameter": "until"}
 
 
 def test_unknown_ids_are_404(api: TestClient) -> None:
-    assert api.get("/api/items/9999").status_code == 404
-    assert api.get("/api/stories/9999").status_code == 404
+    assert api.get("/api/items/9999").json() == {"detail": "no item 9999", "parameter": None}
+    assert api.get("/api/stories/9999").json() == {"detail": "no story 9999", "parameter": None}
+    assert api.get("/api/nowhere").json() == {"detail": "Not Found", "parameter": None}
     assert api.get("/items/9999").status_code == 404
+    for path in ["/api/items/9999", "/api/stories/9999", "/api/nowhere"]:
+        assert api.get(path).status_code == 404
+    response = api.post("/api/items")
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert response.json() == {"detail": "Method Not Allowed", "parameter": None}
 
 
 def test_item_with_text_versions_and_story(api: TestClient) -> None:
@@ -185,8 +204,7 @@ def _add_ops_rows(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         for outcome, cls in (("ok", None), ("ok", None), ("error", "timeout"),
                                             ("error", "blocked"), ("not-modified", None)):
-            session.add(FetchLog(source_id="tass", started_at=now, finished_at=now, outcome=outcome,
-                                 error_class=cls, new=0, updated=0, unchanged=0, matched=0))
+            record_poll(session, PollOutcome("tass", now, now, outcome, error_class=cls))
         for n, delivered in enumerate([True, True, False]):
             session.add(AlertEvent(
                 event_id=f"e{n}", channel="ops", organisations=json.dumps(["CICA"] if n else ["CICA", "SCO"]),
@@ -239,6 +257,21 @@ def test_healthz_and_openapi(api: TestClient) -> None:
     assert "/login" not in spec["paths"]
 
 
+def test_docs_is_swagger_ui_served_by_this_server(api: TestClient) -> None:
+    """/docs works offline and under the CSP: every script is a file of this server."""
+    page = api.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/docs/swagger-ui-bundle.js">',
+                                                       '<script src="/static/docs.js">']
+    bundle = api.get("/docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert api.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
+    assert '"/openapi.json"' in api.get("/static/docs.js").text
+    for path in ["/docs/index.html", "/docs/../app.py", "/docs/redoc.standalone.js", "/docs/%2e%2e/core.py"]:
+        assert api.get(path).status_code == 404, path
+
+
 def test_static_files_and_no_traversal(api: TestClient) -> None:
     assert "text/css" in api.get("/static/style.css").headers["content-type"]
     for path in ["/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/api.py",
@@ -257,9 +290,13 @@ def test_token_required(guarded: TestClient) -> None:
     for path in ["/api/items", "/api/items/1", "/api/status", "/metrics", "/openapi.json"]:
         response = guarded.get(path)
         assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json() == {"detail": "missing or wrong Bearer token", "parameter": None}
         assert guarded.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert guarded.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code in (200, 404)
     assert guarded.get("/healthz").status_code == 200
+    assert guarded.get("/docs/swagger-ui.css").status_code == 200  # a library's file: no secret
+    docs = guarded.get("/docs", follow_redirects=False)
+    assert docs.status_code == 303 and docs.headers["location"] == "/login?next=%2Fdocs"
 
 
 def test_page_login_sets_httponly_cookie(guarded: TestClient) -> None:

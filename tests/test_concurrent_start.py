@@ -158,6 +158,9 @@ fetch_articles = false
 [daemon]
 tick = "0.5s"
 
+[server]
+port = 0  # `run` serves the web page too, on any free port
+
 [[sources]]
 id = "local"
 url = "{feed_url}"

@@ -141,3 +141,44 @@ def test_unreachable_database_is_one_line_and_exit_1(tmp_path, url):
     assert result.exit_code == 1
     assert result.output.startswith("newsmon: ") and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize(("extra", "key", "words"), [
+    ('[server]\nenabeld = false\n', "server.enabeld", "unknown key"),
+    ('[server]\nenabled = "sometimes"\n', "server.enabled", "boolean"),
+    ('[server]\nport = 70000\n', "server.port", "65535"),
+    ('[[alerts]]\nkind = "log"\nurl = "http://127.0.0.1/x"\n', "alerts[1]", "takes no url"),
+    ('[[alerts]]\nkind = "apprise"\n', "alerts[1]", "needs a url"),
+    ('[[alerts]]\nkind = "sms"\nurl = "x"\n', "alerts[1].kind", "'log'"),
+])
+def test_server_and_alert_keys_are_checked(tmp_path, extra, key, words):
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), environ={})
+    assert info.value.key == key and words in info.value.message, info.value
+    result = CliRunner().invoke(cli, ["--config", str(path), "run"])
+    assert result.exit_code == 2 and key in result.output and "Traceback" not in result.output
+
+
+def test_no_alerts_means_the_builtin_log_channel_and_serving_is_on_by_default(tmp_path):
+    without = BASE[:BASE.index("[[alerts]]")]
+    config = load_config(str(write(tmp_path, without)), environ={}).config
+    assert [(a.kind, a.channel_id) for a in config.alerts] == [("log", "log")]
+    assert config.server.enabled and (config.server.host, config.server.port) == ("127.0.0.1", 8080)
+    both = load_config(str(write(tmp_path, BASE + '[[alerts]]\nkind = "log"\n[server]\nenabled = false\n')),
+                       environ={}).config
+    assert [a.kind for a in both.alerts] == ["webhook", "log"] and not both.server.enabled
+
+
+def test_starter_file_has_working_commented_alert_examples(tmp_path):
+    """`newsmon init`'s file: no [[alerts]] (the built-in log channel); its commented webhook and
+    Apprise examples load as they are once uncommented."""
+    from scheduler.commands.setup import starter_config
+
+    text = starter_config().replace('url = "sqlite:///data/newsmon.db"', f'url = "sqlite:///{tmp_path / "x.db"}"')
+    assert [a.kind for a in load_config(str(write(tmp_path, text)), environ={}).config.alerts] == ["log"]
+    block = text[text.index("# [[alerts]]\n# kind = \"log\""):text.index("\n\n", text.index("# [[alerts]]"))]
+    uncommented = "\n".join(line[2:].split("  #")[0] for line in block.splitlines())
+    alerts = load_config(str(write(tmp_path, text + "\n" + uncommented + "\n")), environ={}).config.alerts
+    assert [a.kind for a in alerts] == ["log", "webhook", "apprise"]
+    assert alerts[2].mode == "digest" and alerts[1].organisations == ("CICA",)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from scheduler.config import build_config
-from scheduler.runner import run_crawl_round
+from scheduler.runner import crawl_round
 from storage.db import make_engine, make_session_factory
 from storage.models import Item, ItemVersion
 from tests.plugins.sites import Site
@@ -59,7 +59,7 @@ def test_corpus_replay(site: Site, sqlite_url: str, capfd: pytest.CaptureFixture
         "sources": [{"id": sid, "url": url, "allow_private": True}
                     for sid, (_, url) in published.items()],
     }, {})
-    report = run_crawl_round(config, None, timeout=240)
+    report = crawl_round(config, None, timeout=240)
     print(f"corpus round: {report.seconds:.1f}s for {len(files)} files")
     stderr = capfd.readouterr().err
 

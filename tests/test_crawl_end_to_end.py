@@ -17,7 +17,7 @@ from crawler.catalogue import builtin_sources
 from crawler.urls import canonical_url
 from scheduler.cli import cli
 from scheduler.config import AppConfig, build_config
-from scheduler.runner import run_crawl_round
+from scheduler.runner import crawl_round
 from storage.db import make_engine, make_session_factory
 from storage.models import AlertEvent, FetchLog, Item, ItemVersion, Match, Source
 from storage.repository import SourceRow, sync_sources
@@ -74,7 +74,7 @@ def test_catalogue_round_stores_every_source_and_a_second_round_changes_nothing(
     config = make_config(db_url, fixture_sources(site))
     sync(config)
     progress: list[dict[str, Any]] = []
-    report = run_crawl_round(config, None, timeout=60, on_event=progress.append)
+    report = crawl_round(config, None, timeout=60, on_event=progress.append)
 
     outcomes = {e.source_id: (e.outcome, e.error_class, e.message) for e in report.sources}
     assert outcomes == {s.id: ("ok", None, outcomes[s.id][2]) for s in config.sources}, outcomes
@@ -94,7 +94,7 @@ def test_catalogue_round_stores_every_source_and_a_second_round_changes_nothing(
         assert all(s.etag or s.body_hash for s in session.scalars(select(Source)))
 
     site_log_before = len(site.requests())
-    second = run_crawl_round(config, None, timeout=60)
+    second = crawl_round(config, None, timeout=60)
     assert {e.outcome for e in second.sources} == {"not-modified"}, second.sources
     assert sum(e.new + e.updated for e in second.sources) == 0
     conditional = [r for r in site.requests()[site_log_before:] if r.path.startswith("/sites/")]
@@ -133,7 +133,7 @@ def test_listings_follow_rel_next_without_a_next_selector(site: Site, sqlite_url
     sources = [{"id": sid, "kind": "html", "url": site.url(path), "allow_private": True,
                 "fetch_articles": False, "max_pages": max_pages[sid],
                 "selectors": {"item": "div.news"}} for sid, path in paths.items()]
-    report = run_crawl_round(make_config(sqlite_url, sources), None, timeout=60).by_source()
+    report = crawl_round(make_config(sqlite_url, sources), None, timeout=60).by_source()
 
     assert {sid: (report[sid].outcome, report[sid].new) for sid in paths} == {
         "rel3": ("ok", 3), "rel2": ("ok", 2), "loop": ("ok", 3), "self": ("ok", 2)}
@@ -167,13 +167,13 @@ def test_changed_item_is_a_new_version_and_pages_are_followed(site: Site, sqlite
                        "summary": "p::text", "next": "a.next::attr(href)"}},
     ]
     config = make_config(sqlite_url, sources)
-    first = run_crawl_round(config, None, timeout=60).by_source()
+    first = crawl_round(config, None, timeout=60).by_source()
     assert (first["feed"].new, first["pages"].new) == (1, 2)  # max_pages = 2: page 3 not read
     assert not site.requests(f"{listing}/3")
 
     site.set(f"{path}.xml", rss([{"title": "Second title", "link": link + "?utm_source=x",
                                   "description": "CICA ministers met again."}]))
-    second = run_crawl_round(config, ["feed"], timeout=60).by_source()
+    second = crawl_round(config, ["feed"], timeout=60).by_source()
     assert (second["feed"].outcome, second["feed"].updated, second["feed"].new) == ("ok", 1, 0)
     with make_session_factory(make_engine(sqlite_url))() as session:
         item = session.scalar(select(Item).where(Item.source_id == "feed"))

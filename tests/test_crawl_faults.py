@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from scheduler.config import build_config
-from scheduler.runner import run_crawl_round
+from scheduler.runner import crawl_round
 from storage.db import make_engine, make_session_factory
 from storage.models import FetchLog, Item, ItemVersion, Source
 from tests.plugins.sites import SENTINEL_TOKEN, Site, rss
@@ -66,7 +66,7 @@ def test_every_fault_costs_only_its_own_source(site: Site, sqlite_url: str) -> N
                                      "obey_robots": True}}, {})
     canary_before = site.counters.get("canary", 0)
     started = time.monotonic()
-    report = run_crawl_round(config, None, timeout=60)
+    report = crawl_round(config, None, timeout=60)
     elapsed = time.monotonic() - started
 
     got = {e.source_id: e.error_class for e in report.sources}
@@ -96,7 +96,7 @@ def test_every_fault_costs_only_its_own_source(site: Site, sqlite_url: str) -> N
     assert len([r for r in site.requests() if r.path.startswith("/faults/status/503")]) == 1
     assert not [r for r in site.requests() if r.path == "/x"]  # 127.0.0.2 never reached here
 
-    again = run_crawl_round(config, ["lying-etag", "cp1251"], timeout=60).by_source()
+    again = crawl_round(config, ["lying-etag", "cp1251"], timeout=60).by_source()
     assert again["lying-etag"].outcome == "not-modified"  # same bytes, new ETag: not parsed
     assert again["cp1251"].outcome == "not-modified"
 

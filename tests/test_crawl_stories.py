@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from scheduler.runner import run_crawl_round
+from scheduler.runner import crawl_round
 from storage.db import make_engine, make_session_factory
 from storage.models import AlertEvent, Item
 from tests.plugins.sites import Site, rss
@@ -51,7 +51,7 @@ def test_reprints_share_a_story_and_alert_once(site: Site, sqlite_url: str) -> N
                for source, item in items.items()]
     config = make_config(sqlite_url, sources, obey_robots=False)
     sync(config)
-    report = run_crawl_round(config, None, timeout=60)
+    report = crawl_round(config, None, timeout=60)
     assert {e.source_id: e.outcome for e in report.sources} == dict.fromkeys(["outlet-a", "outlet-b", "outlet-c"], "ok")
 
     sessions = make_session_factory(make_engine(sqlite_url))

@@ -95,6 +95,9 @@ dispatch_interval = "1s"
 round_timeout = "30s"
 retry_cap = "3s"
 
+[server]
+enabled = false  # the web page is tested in test_first_hour
+
 {sources}{"".join(self.extra_sources)}
 [[organisations]]
 id = "CICA"
@@ -291,7 +294,7 @@ def test_sigterm_during_a_slow_round_exits_0_within_10s(desk: Desk) -> None:
 # --- the jobs, called directly (no APScheduler, no processes) -------------------------------------
 
 
-def make_runtime(db_url: str, receiver: Receiver, run_round: RoundFn, now: list[datetime],
+def make_runtime(db_url: str, receiver: Receiver, crawl_round: RoundFn, now: list[datetime],
                  mode: str = "instant") -> Runtime:
     alert: dict[str, object] = {"kind": "webhook", "id": "hook", "url": f"{receiver.url}/hook",
                                 "allow_private": True, "mode": mode}
@@ -307,7 +310,7 @@ def make_runtime(db_url: str, receiver: Receiver, run_round: RoundFn, now: list[
         sync_sources(session, source_rows(config), now[0])
         session.commit()
     return Runtime(config=config, sessions=sessions, worker_id="w1", channels=build_channels(config),
-                   run_round=run_round, clock=lambda: now[0])
+                   crawl_round=crawl_round, clock=lambda: now[0])
 
 
 def add_event(rt: Runtime, at: datetime) -> str:

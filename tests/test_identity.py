@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 
 from scheduler.cli import cli
 from scheduler.config import AppConfig, build_config
-from scheduler.runner import run_crawl_round
+from scheduler.runner import crawl_round
 from storage.db import make_engine, make_session_factory, upgrade
 from storage.models import AlertEvent, Base, Item, ItemSource, ItemVersion, Match, Source
 from storage.queries import SearchFilter, search_items, source_status
@@ -50,7 +50,7 @@ def test_one_url_in_two_feeds_of_a_site_is_one_item(site: Site, db_url: str) -> 
         {"id": "mfa-main", "url": main, "allow_private": True, "fetch_articles": False},
         {"id": "mfa-press", "url": press, "allow_private": True, "fetch_articles": False}])
 
-    first = run_crawl_round(config, None, timeout=60).by_source()
+    first = crawl_round(config, None, timeout=60).by_source()
     assert sum(e.new for e in first.values()) == 1, first
 
     sessions = make_session_factory(make_engine(db_url))
@@ -74,7 +74,7 @@ def test_one_url_in_two_feeds_of_a_site_is_one_item(site: Site, db_url: str) -> 
                                         "description": "Пресс-релиз: консультации СВМДА."}],
                                       title="changed channel title"))
     for _ in range(2):
-        again = run_crawl_round(config, None, timeout=60).by_source()
+        again = crawl_round(config, None, timeout=60).by_source()
         assert sum(e.new + e.updated for e in again.values()) == 0, again
     with sessions() as session:
         assert count(session, Item) == 1 and count(session, ItemVersion) == 1
@@ -104,14 +104,14 @@ def test_an_entry_the_feed_edits_is_read_again(site: Site, db_url: str) -> None:
                                                summary="Беседа о двусторонних отношениях.").encode(),
                     "application/atom+xml")
     config = make_config(db_url, [{"id": "mfa", "url": feed, "allow_private": True}])
-    assert run_crawl_round(config, None, timeout=60).by_source()["mfa"].new == 1
+    assert crawl_round(config, None, timeout=60).by_source()["mfa"].new == 1
 
     # Polled again unchanged (the channel's own <updated> moves): no page fetch, nothing stored.
     site.set(f"{base}.xml", atom(updated="2026-12-01T09:00:00Z", link=link,
                                         summary="Беседа о двусторонних отношениях.").encode()
              .replace(b"<title>MFA</title>", b"<title>MFA news</title>"), "application/atom+xml")
     fetched = len(site.requests(f"{base}/news/1"))
-    same = run_crawl_round(config, None, timeout=60).by_source()["mfa"]
+    same = crawl_round(config, None, timeout=60).by_source()["mfa"]
     assert (same.new, same.updated, same.unchanged) == (0, 0, 1), same
     assert len(site.requests(f"{base}/news/1")) == fetched
 
@@ -120,7 +120,7 @@ def test_an_entry_the_feed_edits_is_read_again(site: Site, db_url: str) -> None:
     site.set(f"{base}.xml", atom(updated="2026-12-02T10:00:00Z", link=link,
                                         summary="Обсуждено взаимодействие в рамках СВМДА.").encode(),
              "application/atom+xml")
-    edited = run_crawl_round(config, None, timeout=60).by_source()["mfa"]
+    edited = crawl_round(config, None, timeout=60).by_source()["mfa"]
     assert (edited.updated, edited.matched) == (1, 1), edited
     with make_session_factory(make_engine(db_url))() as session:
         item = session.scalar(select(Item))

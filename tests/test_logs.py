@@ -1,4 +1,5 @@
-"""Logging: stdlib records reach loguru; routine fetch errors are one line, no traceback."""
+"""Logging: stdlib records reach loguru; Scrapy's routine fetch errors are one DEBUG line (the poll
+summary reports the failure), with their traceback only when tracebacks are on."""
 
 from __future__ import annotations
 
@@ -31,13 +32,16 @@ def log_failure(handler: InterceptHandler, name: str) -> None:
         record_logger.removeHandler(handler)
 
 
-def test_routine_fetch_errors_are_one_warning_line(captured):
-    log_failure(InterceptHandler(), "scrapy.downloadermiddlewares.robotstxt")
-    assert len(captured) == 1 and captured[0].startswith("WARNING ")
+@pytest.mark.parametrize("name", ["scrapy.downloadermiddlewares.robotstxt", "scrapy.downloadermiddlewares.retry",
+                                  "scrapy.core.scraper"])
+def test_routine_fetch_errors_are_one_debug_line(captured, name):
+    log_failure(InterceptHandler(), name)
+    assert len(captured) == 1 and captured[0].startswith(f"DEBUG {name}: ")
     assert "Traceback" not in captured[0] and "mid.ru/robots.txt" in captured[0]
 
 
-def test_tracebacks_kept_when_asked_and_for_other_loggers(captured):
+def test_tracebacks_kept_when_asked_and_other_loggers_keep_their_level(captured):
     log_failure(InterceptHandler(tracebacks=True), "scrapy.downloadermiddlewares.robotstxt")
     log_failure(InterceptHandler(), "newsmon.something")
-    assert all(line.startswith("ERROR ") and "Traceback" in line for line in captured)
+    assert captured[0].startswith("DEBUG ") and "Traceback" in captured[0]
+    assert captured[1].startswith("ERROR ") and "Traceback" in captured[1]

@@ -28,7 +28,7 @@ def test_prune_keeps_history_and_drops_old_bookkeeping(session_factory):
             signed = Prepared("title text", (b"sig", [1]))  # one band, no story lookup
             save_item(s, ItemWrite("src", f"https://example.org/{age_days}", f"https://example.org/{age_days}",
                                    "title", "text", f"sha256:{age_days}", when, prepared=signed), now=when)
-    with session_factory.begin() as s:
+    with session_factory() as s:  # prune commits (on SQLite after each batch)
         pruned = prune(s, NOW, fetch_log_keep=timedelta(days=7), story_window=timedelta(days=3))
     assert (pruned.fetch_log, pruned.story_bands, pruned.signatures) == (1, 1, 1)
     with session_factory() as s:

@@ -58,11 +58,16 @@ def test_table_is_big_and_varied() -> None:
     assert sum(1 for case in CASES if len(case.expected) >= 2) >= 10
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def _param(case: Case) -> object:
+    """A known gap (a ``~`` line) must fail: when the matcher closes it, the XPASS fails the
+    suite, so that the table loses its ``~``."""
+    marks = [pytest.mark.xfail(strict=True, reason="known gap of the matcher")] if case.known_gap else []
+    return pytest.param(case, id=_case_id(case), marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(case) for case in CASES])
 def test_sentence_table(matcher: OrgMatcher, case: Case) -> None:
     found = set(organisation_ids(matcher.find(case.text)))
-    if case.known_gap:
-        pytest.xfail(f"known gap: expected {sorted(case.expected)}, found {sorted(found)}")
     assert found == case.expected, case.text
 
 

@@ -180,3 +180,22 @@ def test_operator_chosen_loopback_webhook_works_by_default(receiver: Receiver) -
     spec = AlertSpec(kind="webhook", url=f"{receiver.url}/hook")
     assert WebhookChannel(spec).send(make_event()).ok
     assert len(receiver.requests) == 1
+
+
+def test_log_channel_prints_one_line_per_match(monkeypatch) -> None:
+    from loguru import logger
+
+    from scheduler.notifiers import LogChannel
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m).rstrip("\n")), format="{level} {message}", level="INFO")
+    try:
+        channel = build_channel(AlertSpec(kind="log"))
+        assert isinstance(channel, LogChannel) and channel.id == "log"
+        multiline = {**ITEM, "title": "СВМДА\n  meets   today"}
+        assert channel.send(make_event(multiline)).ok
+        assert channel.send_digest([make_event(), make_event()]).ok
+    finally:
+        logger.remove(sink)
+    assert lines[0] == "INFO match CICA: СВМДА meets today https://mid.example/news/1?a=1&b=2"
+    assert lines[1:] == ["INFO digest: 2 stories", *[f"INFO match CICA: {ITEM['title']} {ITEM['url']}"] * 2]

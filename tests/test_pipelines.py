@@ -16,11 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 import crawler.pipelines as pipelines
 from crawler.failures import STORAGE
-from crawler.items import ItemRecord
 from crawler.job import ChannelSpec, CrawlJob
 from crawler.organisations import builtin_organisations
 from crawler.pipelines import (
-    CrawledItem,
     ItemBatch,
     MatchPipeline,
     NormalizePipeline,
@@ -30,7 +28,7 @@ from crawler.polls import RoundContext, RoundLedger
 from crawler.sources import SourceSpec
 from storage.db import make_engine, make_session_factory
 from storage.models import AlertEvent, FetchLog, Item
-from storage.repository import SourceRow, sync_sources
+from storage.repository import ItemWrite, SourceRow, sync_sources
 
 NOW = datetime.now(UTC)
 
@@ -48,8 +46,8 @@ def context(db_url: str) -> Any:
     engine.dispose()
 
 
-def run(context: RoundContext, record: ItemRecord) -> CrawledItem:
-    batch = ItemBatch("src", [CrawledItem(record=record)])
+def run(context: RoundContext, record: ItemWrite) -> ItemWrite:
+    batch = ItemBatch("src", [record])
     storage = StoragePipeline(context)
     storage.open_spider()
     for stage in (NormalizePipeline(context), MatchPipeline(context)):
@@ -57,9 +55,9 @@ def run(context: RoundContext, record: ItemRecord) -> CrawledItem:
     return storage.store(batch).items[0]
 
 
-def record(url: str, title: str, text: str = "", **kwargs: Any) -> ItemRecord:
-    return ItemRecord(source_id="src", url=url, canonical_url="", title=title, text=text,
-                      fetched_at=NOW, published_at=NOW, **kwargs)
+def record(url: str, title: str, text: str = "", **kwargs: Any) -> ItemWrite:
+    return ItemWrite(source_id="src", url=url, canonical_url="", title=title, text=text, content_hash="",
+                     fetched_at=NOW, published_at=NOW, raw_status=200, **kwargs)
 
 
 def test_new_items_are_matched_stored_and_alerted(context: RoundContext) -> None:
@@ -94,10 +92,10 @@ def test_unchanged_and_updated_are_counted(context: RoundContext) -> None:
 
 
 def test_future_dates_are_dropped_and_empty_titles_fall_back_to_the_url(context: RoundContext) -> None:
-    item = run(context, ItemRecord(
-        source_id="src", url="http://news.example.org/9", canonical_url="", title="", text="",
+    item = run(context, ItemWrite(
+        source_id="src", url="http://news.example.org/9", canonical_url="", title="", text="", content_hash="",
         fetched_at=NOW, published_at=datetime(2999, 1, 1, tzinfo=UTC)))
-    assert item.record.published_at is None and item.record.title == "http://news.example.org/9"
+    assert item.published_at is None and item.title == "http://news.example.org/9"
 
 
 def test_a_lost_insert_race_is_retried_once(context: RoundContext, monkeypatch: Any) -> None:
@@ -125,7 +123,7 @@ def test_items_of_one_response_share_a_commit_but_fail_alone(context: RoundConte
         return real_batch(session, writes, channels, **kwargs)
 
     monkeypatch.setattr(pipelines, "save_items", flaky_batch)
-    batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t))
+    batch = ItemBatch("src", [record(f"http://news.example.org/{t}", t)
                               for t in ("good", "bad")])
     storage = StoragePipeline(context)
     storage.open_spider()
@@ -148,7 +146,7 @@ def test_responses_arriving_together_share_one_commit_and_a_bad_one_fails_alone(
         return real_batch(session, writes, channels, **kwargs)
 
     def response(*titles: str) -> ItemBatch:
-        batch = ItemBatch("src", [CrawledItem(record=record(f"http://news.example.org/{t}", t)) for t in titles])
+        batch = ItemBatch("src", [record(f"http://news.example.org/{t}", t) for t in titles])
         return MatchPipeline(context).process_item(NormalizePipeline(context).process_item(batch))
 
     commits: list[int] = []
@@ -189,7 +187,7 @@ def test_finished_polls_are_recorded_in_the_next_item_commit(db_url: str, failin
     event.listen(engine, "commit", lambda conn: commits.append(1))
     storage = StoragePipeline(context)
     storage.open_spider()
-    batch = ItemBatch("src", [CrawledItem(record=record("http://news.example.org/1", "one"))])
+    batch = ItemBatch("src", [record("http://news.example.org/1", "one")])
     batch = MatchPipeline(context).process_item(NormalizePipeline(context).process_item(batch))
 
     async def crawl() -> Any:
@@ -227,7 +225,7 @@ def test_the_last_response_is_stored_without_waiting_for_company(context: RoundC
     # downloading, scheduled or queued, that wait would only leave the round idle.
     monkeypatch.setattr(pipelines, "GROUP_DELAY", 30.0)
     batch = MatchPipeline(context).process_item(NormalizePipeline(context).process_item(
-        ItemBatch("src", [CrawledItem(record=record("http://news.example.org/last", "last"))])))
+        ItemBatch("src", [record("http://news.example.org/last", "last")])))
     storage = StoragePipeline(context)
     storage.crawler = SimpleNamespace(engine=_Engine(downloading))  # type: ignore[assignment]
     storage.open_spider()

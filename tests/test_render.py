@@ -22,7 +22,7 @@ from sqlalchemy import select
 from crawler import rendering
 from crawler.job import CrawlJob
 from crawler.settings import round_settings
-from scheduler.runner import PROJECT_ROOT, build_job, run_crawl_round
+from scheduler.runner import PROJECT_ROOT, build_job, crawl_round
 from storage.db import make_engine, make_session_factory
 from storage.models import Item
 from tests.plugins.sites import Site
@@ -122,7 +122,7 @@ def test_browser_source_stores_items_that_javascript_inserts(
     del plain["render"]
     config = make_config(sqlite_url, [source("js", url), plain])
     sync(config)
-    report = run_crawl_round(config, None, timeout=60).by_source()
+    report = crawl_round(config, None, timeout=60).by_source()
 
     assert (report["js"].outcome, report["js"].error_class, report["js"].new) == ("ok", None, 2), \
         report["js"]
@@ -148,7 +148,7 @@ def test_the_pages_own_requests_to_refused_hosts_never_leave_the_browser(
               redirect, "file:///etc/passwd")
     url = publish(site, probes, extra_html=f'<img src="{sink.url("/pixel.png")}" alt="">')
     config = make_config(sqlite_url, [source("js", url, fetch_articles=False)])
-    report = run_crawl_round(config, None, timeout=60).by_source()
+    report = crawl_round(config, None, timeout=60).by_source()
 
     assert (report["js"].outcome, report["js"].new) == ("ok", 2), report["js"]
     assert site.requests("/faults/redirect"), "the script did not run its probes"
@@ -159,7 +159,7 @@ def test_a_browser_navigation_redirected_to_a_refused_host_is_ssrf(
         chromium: None, site: Site, sink: Sink, sqlite_url: str) -> None:
     url = site.url("/faults/redirect?to=" + sink.url("/listing"))
     config = make_config(sqlite_url, [source("js", url)])
-    report = run_crawl_round(config, None, timeout=60).by_source()
+    report = crawl_round(config, None, timeout=60).by_source()
 
     assert (report["js"].outcome, report["js"].error_class) == ("error", "ssrf"), report["js"]
     assert "127.0.0.2" in (report["js"].message or "")
@@ -231,7 +231,7 @@ def test_a_browser_page_that_never_loads_is_a_timeout(
         chromium: None, site: Site, sqlite_url: str) -> None:
     config = make_config(sqlite_url, [source("js", site.url("/faults/slow?seconds=8"))],
                          timeout="2s")
-    report = run_crawl_round(config, None, timeout=60).by_source()
+    report = crawl_round(config, None, timeout=60).by_source()
     assert (report["js"].outcome, report["js"].error_class) == ("error", "timeout"), report["js"]
 
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from scheduler.config import AppConfig, build_config
-from scheduler.runner import run_crawl_round
+from scheduler.runner import crawl_round
 from storage.db import make_engine, make_session_factory
 from storage.models import AlertEvent, Item, ItemVersion, Revisit
 from storage.repository import SourceRow, sync_sources
@@ -96,7 +96,7 @@ def publish(site: Site, n: int = 1) -> tuple[str, list[str]]:
 
 
 def crawl(config: AppConfig, **kwargs: Any) -> None:
-    report = run_crawl_round(config, None, timeout=60, **kwargs)
+    report = crawl_round(config, None, timeout=60, **kwargs)
     assert all(e.outcome != "error" for e in report.sources), report.sources
 
 

@@ -196,6 +196,9 @@ retry_cap = "3s"
 lease = "{LEASE:.0f}s"
 batch_size = 10
 
+[server]
+enabled = false  # several workers on one host: none serves
+
 {sources}
 [[organisations]]
 id = "CICA"

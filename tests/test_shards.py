@@ -26,8 +26,8 @@ from scheduler.runner import (
     _collect,
     _Run,
     crawl_processes,
+    crawl_round,
     plan_shards,
-    run_crawl_round,
 )
 from storage.db import make_engine, make_session_factory
 from storage.models import AlertEvent, Item
@@ -146,7 +146,7 @@ def test_a_round_over_two_processes_stores_copies_as_one_story(site: Site, db_ur
         "alerts": [{"kind": "webhook", "id": "hook", "url": "http://127.0.0.1:9/hook"}],
     }, {})
     assert len(plan_shards(config.sources, 2, 2)) == 2
-    report = run_crawl_round(config, None, timeout=120)
+    report = crawl_round(config, None, timeout=120)
     assert report.returncode == 0 and len(report.sources) == count
     assert all(e.outcome == "ok" and e.new == 2 for e in report.sources), report.sources[:3]
     assert peak[0] <= 2  # the host's budget of 2 was shared by the two processes

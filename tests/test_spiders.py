@@ -76,9 +76,9 @@ def test_feed_entries_become_items_with_their_own_raw_bytes(make_spider: Any) ->
     out = list(spider.parse_document(response))
     (batch,) = [o for o in out if isinstance(o, ItemBatch)]  # one feed, one batch
     items = batch.items
-    assert [i.record.url for i in items] == ["http://news.example.org/1", "http://news.example.org/2"]
-    assert items[0].record.raw.startswith(b"<item>") and b"CICA meets" in items[0].record.raw
-    assert b"Other" not in items[0].record.raw
+    assert [i.url for i in items] == ["http://news.example.org/1", "http://news.example.org/2"]
+    assert items[0].raw.startswith(b"<item>") and b"CICA meets" in items[0].raw
+    assert b"Other" not in items[0].raw
     poll = spider.context.poll("feed")
     assert poll.entries == 2 and poll.body_hash == body_hash(body) and poll.pending_items == 1
 
@@ -167,7 +167,7 @@ def test_article_page_text_and_same_site_canonical(make_spider: Any) -> None:
     (batch,) = list(spider.parse_article(response, entry=entry))
     (item,) = batch.items
     assert item.canonical_url == "https://www.news.example.org/articles/1"
-    assert "confidence-building" in item.record.text and item.record.raw == html
+    assert "confidence-building" in item.text and item.raw == html
 
 
 def test_canonical_elsewhere_does_not_win() -> None:

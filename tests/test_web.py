@@ -44,7 +44,7 @@ def _tags_only(html: str) -> str:
 
 
 def test_csp_and_nosniff_on_every_response(web: TestClient) -> None:
-    for path in ["/", "/items/1", "/api/items", "/healthz", "/static/app.js", "/nowhere"]:
+    for path in ["/", "/items/1", "/api/items", "/healthz", "/static/app.js", "/nowhere", "/docs"]:
         headers = web.get(path).headers
         csp = headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp and "object-src 'none'" in csp

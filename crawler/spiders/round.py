@@ -17,9 +17,9 @@ from crawler.articles import extract_article
 from crawler.blocking import detect_block
 from crawler.encoding import decode_body
 from crawler.failures import BLOCKED, EXTRACT, INTERNAL, PARSE, SSRF
-from crawler.items import Entry, ItemRecord, ParseResult
+from crawler.items import Entry, ParseResult
 from crawler.outcomes import classify_exception, status_class
-from crawler.pipelines import CrawledItem, ItemBatch
+from crawler.pipelines import ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.rendering import parsing_spec, render_meta
@@ -28,7 +28,7 @@ from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.text import clean_text
 from crawler.urls import canonical_url, is_http_url
-from storage.repository import KnownEntry, known_entries
+from storage.repository import ItemWrite, KnownEntry, known_entries
 from storage.revisits import RevisitClaim, RevisitResult, claim_revisits
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class RoundSpider(scrapy.Spider):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> RoundSpider:
+        kwargs.setdefault("context", RoundContext.of(crawler))
         spider = super().from_crawler(crawler, *args, **kwargs)
         for signal in (signals.item_scraped, signals.item_dropped):
             crawler.signals.connect(spider.item_finished, signal=signal)
@@ -225,7 +226,7 @@ class RoundSpider(scrapy.Spider):
         if batch:
             yield self.batch(poll, batch)
 
-    def batch(self, poll: SourcePoll, items: list[CrawledItem],
+    def batch(self, poll: SourcePoll, items: list[ItemWrite],
               revisit: RevisitResult | None = None) -> ItemBatch:
         self.ledger.item_added(poll)
         return ItemBatch(poll.spec.id, items, revisit)
@@ -236,18 +237,17 @@ class RoundSpider(scrapy.Spider):
 
     def item(self, poll: SourcePoll, entry: Entry, response: Response, *, raw: bytes,
              canonical: str = "", text: str | None = None, title: str | None = None,
-             published_at: datetime | None = None, complete: bool = True) -> CrawledItem:
+             published_at: datetime | None = None, complete: bool = True) -> ItemWrite:
         """:param complete: False when the article page failed: its fingerprint is not kept,
             so the next poll tries the page again."""
-        record = ItemRecord(
+        return ItemWrite(
             source_id=poll.spec.id, url=entry.url, canonical_url=canonical,
             title=title if title is not None else entry.title,
-            text=text if text is not None else entry.text, guid=entry.guid,
-            published_at=published_at or entry.published_at,
-            language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC),
+            text=text if text is not None else entry.text, content_hash="", fetched_at=datetime.now(UTC),
+            guid=entry.guid, published_at=published_at or entry.published_at,
+            language=entry.language or poll.spec.language,
             raw=raw, raw_url=response.url, raw_headers=_raw_headers(response),
             raw_status=response.status, entry_hash=entry.fingerprint if complete else None)
-        return CrawledItem(record=record, canonical_url=canonical)
 
     def parse_article(self, response: Response, entry: Entry) -> Iterator[Any]:
         poll = self.poll_of(response)
@@ -256,7 +256,7 @@ class RoundSpider(scrapy.Spider):
         finally:
             self.ledger.request_done(poll)
 
-    def _article_item(self, poll: SourcePoll, entry: Entry, response: Response) -> CrawledItem:
+    def _article_item(self, poll: SourcePoll, entry: Entry, response: Response) -> ItemWrite:
         """The entry with its article page's text, or with its listing text when that fails."""
         if response.status != 200 or detect_block(response.status, {}, response.body, expect="html"):
             poll.warn(f"article {response.url}: HTTP {response.status}, kept the listing text")
@@ -313,7 +313,7 @@ class RoundSpider(scrapy.Spider):
             self.ledger.request_done(poll)
 
     def _revisit(self, poll: SourcePoll, response: Response,
-                 claim: RevisitClaim) -> tuple[list[CrawledItem], RevisitResult]:
+                 claim: RevisitClaim) -> tuple[list[ItemWrite], RevisitResult]:
         """What the revisited page says: not modified (a 304 costs nothing more), removed,
         failed, or a page judged against what was known (crawler.revisits.judge)."""
         result = RevisitResult(item_id=claim.item_id, owner=self.revisit_owner, kind="failed",
@@ -347,12 +347,11 @@ class RoundSpider(scrapy.Spider):
         if not verdict.changed:
             return [], result
         result.raw = response.body
-        record = ItemRecord(source_id=poll.spec.id, url=claim.url, canonical_url=claim.canonical_url,
-                            title=verdict.title, text=verdict.text,
-                            language=claim.language or poll.spec.language,
-                            fetched_at=result.fetched_at, raw=response.body, raw_url=response.url,
-                            raw_status=response.status)
-        return [CrawledItem(record=record, canonical_url=claim.canonical_url)], result
+        return [ItemWrite(source_id=poll.spec.id, url=claim.url, canonical_url=claim.canonical_url,
+                          title=verdict.title, text=verdict.text, content_hash="",
+                          language=claim.language or poll.spec.language,
+                          fetched_at=result.fetched_at, raw=response.body, raw_url=response.url,
+                          raw_status=response.status)], result
 
     def revisit_failed(self, failure: Failure) -> Iterator[Any]:
         """A revisit that could not be fetched: the schedule moves on (an SSRF refusal is the
@@ -402,10 +401,11 @@ class RoundSpider(scrapy.Spider):
                 poll.fail(SSRF, message)  # a feed pointing at internal addresses: visible
             else:
                 poll.warn(f"article {request.url}: {error_class}: {message}")
-            yield self.batch(poll, [CrawledItem(record=ItemRecord(
+            yield self.batch(poll, [ItemWrite(
                 source_id=poll.spec.id, url=entry.url, canonical_url="", title=entry.title,
-                text=entry.text, guid=entry.guid, published_at=entry.published_at,
-                language=entry.language or poll.spec.language, fetched_at=datetime.now(UTC)))])
+                text=entry.text, content_hash="", fetched_at=datetime.now(UTC), guid=entry.guid,
+                published_at=entry.published_at, language=entry.language or poll.spec.language,
+                raw_status=200)])  # nothing fetched raw: raw_url becomes the entry's URL
         finally:
             self.ledger.request_done(poll)
 

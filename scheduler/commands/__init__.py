@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from scheduler.commands import crawling, daemon, doctor, history, matching, serve, setup
+from scheduler.commands import backfill, crawling, daemon, doctor, history, matching, serve, setup, sources
 
 REGISTRY: list[click.Command] = [
     *setup.COMMANDS,
@@ -14,4 +14,6 @@ REGISTRY: list[click.Command] = [
     *matching.COMMANDS,
     *serve.COMMANDS,
     *doctor.COMMANDS,
+    *sources.COMMANDS,
+    *backfill.COMMANDS,
 ]

@@ -36,7 +36,7 @@ def crawl(app: AppContext, source_ids: tuple[str, ...], timeout: float | None) -
       newsmon crawl --source mid-ru --source trend
     """
     from scheduler.daemon import source_rows
-    from scheduler.runner import run_crawl_round
+    from scheduler.runner import crawl_round
     from storage.repository import sync_sources
 
     config = app.config
@@ -49,7 +49,7 @@ def crawl(app: AppContext, source_ids: tuple[str, ...], timeout: float | None) -
     ids = list(source_ids) or None
     planned = len(source_ids) or sum(1 for s in config.sources if s.enabled)
     with progress_reporter(planned) as on_event:
-        report = run_crawl_round(config, ids, timeout=timeout, on_event=on_event,
+        report = crawl_round(config, ids, timeout=timeout, on_event=on_event,
                                  log_level=_child_level(app.log_level), log_json=app.log_json)
     print_summary(report.sources)
     dispatch_alerts(app)
@@ -129,7 +129,7 @@ def dispatch_alerts(app: AppContext) -> None:
 
     worker_id, host, pid = worker_identity()
     rt = jobs.Runtime(config=app.config, sessions=app.sessions, worker_id=worker_id,
-                      channels=build_channels(app.config), run_round=lambda ids, sink: None,
+                      channels=build_channels(app.config), crawl_round=lambda ids, sink: None,
                       host=host, pid=pid)
     try:
         sent = jobs.dispatch_all(rt)

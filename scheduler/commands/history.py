@@ -228,9 +228,9 @@ def export(app: AppContext, since_id: int, fmt: str, out_path: str | None) -> No
 
 
 @click.command(name="import")
-@click.argument("path", type=click.File("r", encoding="utf-8"))
+@click.argument("path", type=click.File("rb"))  # UTF-8, decoded line by line where it is parsed
 @pass_app
-def import_(app: AppContext, path: IO[str]) -> None:
+def import_(app: AppContext, path: IO[bytes]) -> None:
     """Load items (with their versions) from JSONL in the export format; `-` reads stdin.
     Idempotent: importing the same file twice changes nothing."""
     from storage.transfer import Importer

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from types import FrameType
 
 import click
 
 from scheduler.context import AppContext, fail, pass_app
-
-LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _server_class() -> type:
@@ -52,12 +40,15 @@ def serve(app: AppContext, host: str | None, port: int | None, insecure: bool) -
     from loguru import logger
 
     from scheduler.web.app import create_app
+    from scheduler.web.server import ServeError, check_access
 
     settings = app.config.server
     host = host or settings.host
     port = settings.port if port is None else port
-    if not is_loopback(host) and not settings.api_token and not insecure:
-        fail(f"refusing to listen on {host} without [server] api_token; set a token or pass --insecure", 2)
+    try:
+        check_access(host, settings.api_token, insecure)
+    except ServeError as exc:
+        fail(str(exc), 2)
     web = create_app(app.config, app.sessions)
     config = uvicorn.Config(web, host=host, port=port, log_config=None, access_log=False,
                             server_header=False, lifespan="off")

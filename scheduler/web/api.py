@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.web.params import MAX_ID, BadParameter, build_search, encode_cursor
+from scheduler.web.errors import documented
+from scheduler.web.params import MAX_ID, ItemQuery, Search, build_search, encode_cursor
+from scheduler.web.schemas import Health, ItemDetail, ItemPage, Status, Story
 from storage.queries import (
-    MAX_LIMIT,
     get_item,
     latency_stats,
     search_items,
@@ -21,7 +22,18 @@ from storage.queries import (
 )
 
 router = APIRouter()
-ItemId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="An item id (`id` of an ITEM)")]
+StoryId = Annotated[int, Path(ge=1, le=MAX_ID, description="A story id (`story_id` of an ITEM)")]
+
+
+def _link(operation: str, parameter: str, pointer: str, description: str) -> dict[str, Any]:
+    """An OpenAPI link: where a value of this answer is a parameter of another operation."""
+    return {"operationId": operation, "parameters": {parameter: f"$response.body#{pointer}"},
+            "description": description}
+
+
+def _ok(description: str, **links: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"description": description, **({"links": links} if links else {})}}
 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:
@@ -35,42 +47,38 @@ def status_dict(session: Session, now: datetime | None = None) -> dict[str, Any]
             "latency": latency_stats(session)}
 
 
-def run_search(session: Session, search: Any) -> dict[str, Any]:
+def run_search(session: Session, search: Search) -> dict[str, Any]:
     """A page of ITEMs and the cursor of the next page (None after the last one)."""
     items = search_items(session, search.flt)
     cursor = encode_cursor(items[-1]["_cursor"]) if len(items) == search.flt.limit else None
     return {"items": strip_cursor(items), "next_cursor": cursor}
 
 
-@router.get("/healthz", tags=["ops"])
+@router.get("/healthz", tags=["ops"], operation_id="healthz", summary="Liveness", response_model=Health)
 def healthz() -> dict[str, str]:
     """Liveness: answers without touching the database or needing the token."""
     return {"status": "ok"}
 
 
-@router.get("/api/items", tags=["items"])
-def api_items(
-    request: Request,
-    q: Annotated[str | None, Query(description="Full text: words, \"phrases\", OR, -word")] = None,
-    org: Annotated[list[str], Query(description="Organisation id (repeatable)")] = [],  # noqa: B006
-    source: Annotated[list[str], Query(description="Source id (repeatable)")] = [],  # noqa: B006
-    since: Annotated[str | None, Query(description="ISO date or time (inclusive)")] = None,
-    until: Annotated[str | None, Query(description="ISO date or time (a date means its end)")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-    edited_since: Annotated[str | None, Query(
-        description="ISO date or time: only items with a new version (an edit, a removal) since")] = None,
-) -> dict[str, Any]:
-    """Items newest first, with an opaque cursor for the next page."""
-    try:
-        search = build_search(q, org, source, since, until, limit, cursor, edited_since=edited_since)
-    except BadParameter as exc:
-        raise HTTPException(422, detail=str(exc)) from None
+@router.get("/api/items", tags=["items"], operation_id="searchItems", summary="Search items",
+            response_model=ItemPage,
+            responses={**_ok("A page of items, newest first",
+                             item=_link("getItem", "item_id", "/items/0/id", "The first item in full"),
+                             story=_link("getStory", "story_id", "/items/0/story_id", "The first item's story")),
+                       **documented(422)})
+def api_items(request: Request, query: Annotated[ItemQuery, Query()]) -> dict[str, Any]:
+    """Search the stored items, newest first, a page at a time: follow `next_cursor` (with the
+    same other parameters) until it is null. Every parameter is optional."""
+    search = build_search(query)
     with sessions_of(request)() as session:
         return run_search(session, search)
 
 
-@router.get("/api/items/{item_id}", tags=["items"])
+@router.get("/api/items/{item_id}", tags=["items"], operation_id="getItem", summary="One item",
+            response_model=ItemDetail,
+            responses={**_ok("The item with its text, versions and story",
+                             story=_link("getStory", "story_id", "/story_id", "The item's story")),
+                       **documented(404, 422)})
 def api_item(request: Request, item_id: ItemId) -> dict[str, Any]:
     """One ITEM with its text, every version and its story's items."""
     with sessions_of(request)() as session:
@@ -81,8 +89,12 @@ def api_item(request: Request, item_id: ItemId) -> dict[str, Any]:
     return item
 
 
-@router.get("/api/stories/{story_id}", tags=["items"])
-def api_story(request: Request, story_id: ItemId) -> dict[str, Any]:
+@router.get("/api/stories/{story_id}", tags=["items"], operation_id="getStory", summary="One story",
+            response_model=Story,
+            responses={**_ok("The story's items, oldest first",
+                             item=_link("getItem", "item_id", "/items/0/id", "The story's first item")),
+                       **documented(404, 422)})
+def api_story(request: Request, story_id: StoryId) -> dict[str, Any]:
     """The items of one story (the same news seen at several sources), oldest first."""
     with sessions_of(request)() as session:
         items = story_items(session, story_id)
@@ -91,7 +103,8 @@ def api_story(request: Request, story_id: ItemId) -> dict[str, Any]:
     return {"id": story_id, "items": items}
 
 
-@router.get("/api/status", tags=["ops"])
+@router.get("/api/status", tags=["ops"], operation_id="getStatus", summary="Sources, workers, latency",
+            response_model=Status)
 def api_status(request: Request) -> dict[str, Any]:
     """Sources, workers and detection latency (as `newsmon status --format json`)."""
     with sessions_of(request)() as session:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 COOKIE = "newsmon_session"
-OPEN_PATHS = ("/healthz", "/login", "/static/")
+OPEN_PATHS = ("/healthz", "/login", "/static/", "/docs/")  # /docs/: Swagger UI's own files
 
 
 def cookie_value(token: str) -> str:
@@ -37,7 +37,7 @@ def is_open(path: str) -> bool:
 
 def wants_html(request: Request) -> bool:
     path = request.url.path
-    return request.method == "GET" and (path == "/" or path.startswith("/items/"))
+    return request.method == "GET" and (path in ("/", "/docs") or path.startswith("/items/"))
 
 
 def safe_next(value: str | None) -> str:

@@ -55,7 +55,7 @@ class DatabaseCollector(Collector):
             yield _histogram(stats.latency_samples(session))
 
     def _polls(self, session: Session) -> Iterator[Metric]:
-        polls = CounterMetricFamily("newsmon_polls", "Polls per source and outcome (fetch log)",
+        polls = CounterMetricFamily("newsmon_polls", "Polls per source and outcome (rolled-up counters)",
                                     labels=["source", "outcome"])
         errors = CounterMetricFamily("newsmon_poll_errors", "Failed polls per source and error class",
                                      labels=["source", "class"])
@@ -68,7 +68,6 @@ class DatabaseCollector(Collector):
             polls.add_metric([src, outcome], n)
         yield polls
         yield errors
-
 
     def _revisits(self, session: Session) -> Iterator[Metric]:
         done = CounterMetricFamily("newsmon_revisits_done", "Article revisits done per source",
@@ -101,7 +100,7 @@ class DatabaseCollector(Collector):
                 "newsmon_worker_events_held", "Alert event leases a live worker holds",
                 labels=["worker", "host"]),
         }
-        polls = CounterMetricFamily("newsmon_worker_polls", "Polls done by a live worker (fetch log)",
+        polls = CounterMetricFamily("newsmon_worker_polls", "Polls done by a live worker (its counter)",
                                     labels=["worker", "host"])
         for worker in worker_status(session):
             labels = [worker["id"], worker["host"]]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from scheduler.web import templates
 from scheduler.web.api import ItemId, run_search, sessions_of
 from scheduler.web.auth import COOKIE, clear_cookie, safe_next, set_cookie, token_ok
-from scheduler.web.params import BadParameter, Search, build_search
+from scheduler.web.params import BadParameter, ItemQuery, Search, build_search
 from storage import stats
 from storage.queries import get_item, source_status
 
@@ -57,14 +57,12 @@ def index(request: Request) -> Response:
     show_all = params.get("all") == "1"
     error, status = None, 200
     try:
-        search = build_search(params.get("q"), params.getlist("org"), params.getlist("source"),
-                              params.get("since"), params.get("until"), params.get("limit"),
-                              params.get("cursor"), matched_only=not show_all,
+        search = build_search(ItemQuery.from_url(params), matched_only=not show_all,
                               edited_days=params.get("edited"))
     except BadParameter as exc:
         error, status = str(exc), 422
-        search = build_search(params.get("q"), params.getlist("org"), params.getlist("source"),
-                              None, None, None, None, matched_only=not show_all)
+        plain = ItemQuery(q=params.get("q"), org=params.getlist("org"), source=params.getlist("source"))
+        search = build_search(plain, matched_only=not show_all)
     with sessions_of(request)() as session:
         ctx = _context(session, search, show_all)
     ctx["error"], ctx["logout"] = error, bool(request.app.state.token)

@@ -1,0 +1,176 @@
+"""The pure half of `newsmon import`: a line of the export format checked and made ready to
+write, with everything that needs no database computed here (keys, versions in order, search
+terms, PostgreSQL's tsvector). ``prepare`` runs in a worker process while the importing process
+writes the previous chunk (``storage.transfer.Importer``), or in-process for small inputs; both
+give the same records."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.errors import ImportLineError
+from storage.keys import key_of
+from storage.search import search_terms
+
+# One prepared line: (line number, the record or None, the reason it is bad or None).
+Prepared = tuple[int, dict[str, Any] | None, str | None]
+
+
+def prepare(lines: list[tuple[int, str | bytes]], backend: str, now: datetime) -> list[Prepared]:
+    """Each non-blank line (UTF-8 bytes or text) checked and prepared for a database of
+    ``backend`` ("sqlite" or "postgresql"); ``now`` stands for missing times."""
+    to_db = _time_to_db(backend)
+    out: list[Prepared] = []
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            out.append((number, prepare_record(json.loads(line), to_db, now), None))
+        except (ImportLineError, ValueError, TypeError) as exc:  # JSON and UTF-8 errors are ValueErrors
+            out.append((number, None, str(exc)))
+    return out
+
+
+def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datetime) -> dict[str, Any]:
+    """The record checked, with ``_sources``, ``_versions`` (in version order, fetched times
+    parsed, ``now`` when missing), ``_kept`` (the versions with distinct content, the ones a new
+    item stores), ``_first_seen``, ``_published``, ``_matches``, ``_url_key``, ``_guid_key``,
+    ``_terms`` (the search terms of the last kept version), ``_tsv`` (on PostgreSQL, see
+    ``tsvector_literal``), and ``_at``: a new item's times as the driver takes them (``_at``
+    of each kept version: its fetched time). The exported title, text, versions and matches
+    are dropped once read."""
+    record = _check(raw)
+    versions = _versions(record)
+    for v in versions:
+        v["_fetched"] = _time(v.get("fetched_at"), "fetched_at") or now
+    record["_versions"] = versions
+    record["_first_seen"] = first_seen = _time(record.get("first_seen_at"), "first_seen_at") or now
+    record["_published"] = published = _time(record.get("published_at"), "published_at")
+    record["_matches"] = _matches(record.get("matches"))
+    guid = record.get("guid")
+    record["_url_key"] = key_of(record["canonical_url"])
+    record["_guid_key"] = key_of(guid) if isinstance(guid, str) and guid else None
+    kept, seen = [], set()
+    for v in versions:
+        if v["content_hash"] not in seen:
+            seen.add(v["content_hash"])
+            kept.append(v)
+    record["_kept"] = kept
+    terms = search_terms(kept[-1].get("title") or "", kept[-1].get("text") or "")
+    record["_terms"] = terms
+    record["_tsv"] = tsvector_literal(terms) if to_db is None else None
+    at = to_db or _same
+    record["_at"] = (at(published) if published else None, at(first_seen), at(kept[-1]["_fetched"]),
+                     at(published or first_seen))
+    for v in kept:
+        v["_at"] = at(v["_fetched"])
+    for key in ("title", "text", "versions", "matches"):
+        record.pop(key, None)
+    return record
+
+
+def _time_to_db(backend: str) -> Callable[[datetime], Any] | None:
+    """How a time goes to ``backend``'s driver (None: as it is). SQLite stores naive UTC text
+    in SQLAlchemy's format (tests/test_import_speed.py checks it against SQLAlchemy's own)."""
+    return sqlite_time if backend == "sqlite" else None
+
+
+def sqlite_time(value: datetime) -> str:
+    """A UTC column's value on SQLite, as ``models.UtcDateTime`` stores it."""
+    v = value.astimezone(UTC)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}."
+            f"{v.microsecond:06d}")
+
+
+def _same(value: datetime) -> datetime:
+    return value
+
+
+# Terms that PostgreSQL's default parser reads as one token each, unchanged by the 'simple'
+# configuration: ASCII lower-case letters and digits, and Russian lower-case letters.
+_NOT_PLAIN = re.compile(r"[^0-9a-z\u0430-\u044f ]")
+_MAX_LEXEME = 1000  # characters (to_tsvector drops words over 2,047 bytes)
+_MAX_POSITION = 16383  # to_tsvector clamps positions above this
+_MAX_POSITIONS = 255  # positions kept per lexeme
+_NUMBERS = tuple(str(n) for n in range(_MAX_POSITION + 1))
+
+
+def tsvector_literal(terms: str) -> str | None:
+    """``terms`` as a tsvector literal equal to ``to_tsvector('simple', terms)``, so that
+    PostgreSQL only reads it instead of parsing the text (half the server's time per item);
+    None when a term is outside the plain alphabet or a limit is reached, and the server
+    must parse it (tests/test_import_speed.py checks the equality on real texts)."""
+    if _NOT_PLAIN.search(terms) is not None:
+        return None
+    words = terms.split()
+    if len(words) > _MAX_POSITION:
+        return None
+    positions: dict[str, list[str]] = {}
+    for word, number in zip(words, _NUMBERS[1:]):  # noqa: B905 (words are fewer)
+        at = positions.get(word)
+        if at is None:
+            positions[word] = [number]
+        else:
+            at.append(number)
+    if positions and (max(map(len, positions.values())) > _MAX_POSITIONS
+                      or max(map(len, positions)) > _MAX_LEXEME):
+        return None
+    return " ".join([f"{word}:{','.join(at)}" for word, at in positions.items()])
+
+
+def _time(value: Any, key: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ImportLineError(f"{key}: {value!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _versions(record: dict[str, Any]) -> list[dict[str, Any]]:
+    versions = record.get("versions")
+    if versions is None:
+        versions = [{"version": record.get("version", 1), "title": record.get("title", ""),
+                     "text": record.get("text", ""), "content_hash": record.get("content_hash"),
+                     "fetched_at": record.get("first_seen_at")}]
+    if not isinstance(versions, list) or not versions:
+        raise ImportLineError("versions: expected a non-empty list")
+    for v in versions:
+        if not isinstance(v, dict) or not v.get("content_hash"):
+            raise ImportLineError("versions: every version needs a content_hash")
+    return sorted(versions, key=lambda v: int(v.get("version") or 0))
+
+
+def _check(record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise ImportLineError("expected a JSON object")
+    for key in ("source", "url", "canonical_url"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise ImportLineError(f"{key}: missing or not a string")
+    if record.get("guid") is not None and not isinstance(record["guid"], str):
+        raise ImportLineError("guid: expected a string")
+    sources = record.get("sources") or [record["source"]]  # exports before `sources` had one
+    if not isinstance(sources, list) or not all(isinstance(s, str) and s for s in sources):
+        raise ImportLineError("sources: expected a list of source ids")
+    record["_sources"] = list(dict.fromkeys([record["source"], *sources]))
+    return record
+
+
+def _matches(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ImportLineError("matches: expected a list")
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or not isinstance(m.get("organisation"), str):
+            raise ImportLineError("matches: every match needs an organisation")
+        out.append({"organisation": m["organisation"], "alias": str(m.get("alias", "")),
+                    "form": str(m.get("form", "")), "snippet": str(m.get("snippet", "")),
+                    "start": int(m.get("start", 0)), "end": int(m.get("end", 0))})
+    return out
