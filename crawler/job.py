@@ -22,6 +22,9 @@ class ChannelSpec(BaseModel):
     organisations: tuple[str, ...] | None = None
     max_age_seconds: float = 2 * 86400.0
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    events: tuple[str, ...] = ("match",)
+    sources: tuple[str, ...] | None = None
+    query: str | None = None
 
 
 class CrawlJob(BaseModel):

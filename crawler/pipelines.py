@@ -25,6 +25,7 @@ from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.db import lock_writes
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult
+from storage.revisits import RevisitResult, save_revisit
 from storage.writes import save_items
 
 if TYPE_CHECKING:
@@ -45,10 +46,13 @@ FUTURE_SLACK = timedelta(days=1)
 
 @dataclass
 class ItemBatch:
-    """The items of one response (a feed, a listing page, one article), stored together."""
+    """The items of one response (a feed, a listing page, one article), stored together; or
+    what a revisit found (``revisit``, with the item's new title and text as its one item when
+    the page changed)."""
 
     source_id: str
     items: list[ItemWrite] = field(default_factory=list)
+    revisit: RevisitResult | None = None
 
 
 class _RoundPipeline:
@@ -74,15 +78,15 @@ class NormalizePipeline(_RoundPipeline):
         kept = []
         for item in batch.items:
             try:
-                kept.append(self.normalise(item))
+                kept.append(self.normalise(item, dedupe=batch.revisit is None))
             except DropItem as why:
                 logger.debug("dropped an item of {}: {}", batch.source_id, why)
-        if not kept:
+        if not kept and batch.revisit is None:
             raise DropItem(f"no usable items from {batch.source_id}")
         batch.items = kept
         return batch
 
-    def normalise(self, item: ItemWrite) -> ItemWrite:
+    def normalise(self, item: ItemWrite, *, dedupe: bool = True) -> ItemWrite:
         if not is_http_url(item.url):
             raise DropItem(f"not an http(s) URL: {item.url[:200]!r}")
         item.title = clean_text(item.title)[:MAX_TITLE]
@@ -92,6 +96,8 @@ class NormalizePipeline(_RoundPipeline):
         item.canonical_url = item.canonical_url or canonical_url(item.url)
         item.raw_url = item.raw_url or item.url
         item.published_at = _plausible_date(item.published_at, item.fetched_at)
+        if not dedupe:  # a revisit: its item is known, and may also be in this poll's listing
+            return item
         poll = self.context.poll(item.source_id)
         key = item.canonical_url
         if key in poll.seen or (item.guid and f"guid:{item.guid}" in poll.seen):
@@ -206,7 +212,7 @@ class StoragePipeline(_RoundPipeline):
         try:
             with self.context.sessions.begin() as session:
                 lock_writes(session)
-                results = [self._save_batch(session, batch.items) for batch, _ in group]
+                results = [self._save_batch(session, batch.items, batch) for batch, _ in group]
                 polls = self.context.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
@@ -230,8 +236,12 @@ class StoragePipeline(_RoundPipeline):
         try:
             with self.context.sessions.begin() as session:
                 lock_writes(session)
-                results: list[SaveResult | None] = list(self._save_batch(session, writes))
-        except SQLAlchemyError:
+                results: list[SaveResult | None] = list(self._save_batch(session, writes, batch))
+        except SQLAlchemyError as exc:
+            if batch.revisit is not None:  # its lease ends, and the revisit is due again
+                logger.error("storing a revisit of {} failed: {}", poll.spec.id, exc)
+                poll.fail(STORAGE, f"storing a revisit failed: {exc}"[:300])
+                raise DropItem(f"storing a revisit of {batch.source_id} failed") from exc
             # Rolled back as a whole; now each item alone, so one bad item (or a lost insert
             # race with another worker) costs only itself.
             results = [self._save_alone(poll, write) for write in writes]
@@ -239,6 +249,11 @@ class StoragePipeline(_RoundPipeline):
 
     def _counted(self, batch: ItemBatch, results: Sequence[SaveResult | None]) -> ItemBatch:
         poll = self.context.poll(batch.source_id)
+        if batch.revisit is not None:  # a version found by a revisit is an update of the item
+            for result in results:
+                if result is not None and result.status == "updated":
+                    count(poll, result, bool(result.organisations))
+            return batch
         for write, result in zip(batch.items, results, strict=True):
             if result is not None:
                 count(poll, result, bool(write.matches))
@@ -246,8 +261,12 @@ class StoragePipeline(_RoundPipeline):
             raise DropItem(f"storing the items of {batch.source_id} failed")
         return batch
 
-    def _save_batch(self, session: Session, writes: list[ItemWrite]) -> list[SaveResult]:
-        """A response's items in one transaction (a few statements for the batch)."""
+    def _save_batch(self, session: Session, writes: list[ItemWrite],
+                    batch: ItemBatch | None = None) -> list[SaveResult]:
+        """A response's items in one transaction (a few statements for the batch); a revisit
+        goes to ``save_revisit``."""
+        if batch is not None and batch.revisit is not None:
+            return [save_revisit(session, revisit_result(batch, writes), self.channels)]
         return save_items(session, writes, self.channels, stories=self.stories.rule)
 
     def _save_alone(self, poll: SourcePoll, write: ItemWrite) -> SaveResult | None:
@@ -284,5 +303,21 @@ def channel_rules(channels: object) -> list[ChannelRule]:
     return [ChannelRule(id=c.id, organisations=frozenset(c.organisations)
                         if c.organisations is not None else None,
                         max_age=timedelta(seconds=c.max_age_seconds),
-                        min_confidence=c.min_confidence)
+                        min_confidence=c.min_confidence, events=frozenset(c.events),
+                        sources=frozenset(c.sources) if c.sources is not None else None,
+                        query=c.query)
             for c in channels]  # type: ignore[attr-defined]
+
+
+def revisit_result(batch: ItemBatch, writes: list[ItemWrite]) -> RevisitResult:
+    """The batch's revisit with the normalised title, text, hash and matches of its item."""
+    result = batch.revisit
+    assert result is not None
+    if writes:
+        write = writes[0]
+        result.title, result.text, result.content_hash = write.title, write.text, write.content_hash
+        result.matches = write.matches
+    elif result.kind == "page":
+        result.changed = False  # nothing usable to store: only the baseline
+    return result
+

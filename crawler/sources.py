@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crawler.units import Duration, Size
 
@@ -28,6 +28,16 @@ def check_http_url(value: str) -> str:
     return value.strip()
 
 
+def _ascending(value: tuple[float, ...]) -> tuple[float, ...]:
+    if len(value) > MAX_REVISITS:
+        raise ValueError(f"at most {MAX_REVISITS} revisits")
+    return tuple(sorted(set(value)))
+
+
+MAX_REVISITS = 20
+Revisits = Annotated[tuple[Duration, ...], AfterValidator(_ascending)]
+
+
 class CrawlSettings(Frozen):
     """The ``[crawl]`` table: defaults every source inherits."""
 
@@ -43,6 +53,9 @@ class CrawlSettings(Frozen):
     # Crawl processes per round (0: one per CPU core, at most MAX_PROCESSES); a round is split
     # only when each process gets at least MIN_SOURCES_PER_PROCESS sources.
     processes: int = Field(default=0, ge=0, le=16)
+    # Article pages are fetched again this long after an item was first seen, to find silent
+    # edits and removals ([] turns revisits off).
+    revisit: Revisits = (3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0)
 
 
 class Selectors(Frozen):
@@ -99,6 +112,7 @@ class SourceSpec(Frozen):
     # What the source is about: "foreign-affairs" (a ministry) is weak evidence for an
     # ambiguous acronym (crawler/evidence.py).
     topic: str | None = None
+    revisit: Revisits | None = None  # overrides [crawl] revisit; [] turns revisits off
 
     @field_validator("id")
     @classmethod
@@ -141,3 +155,11 @@ class SourceSpec(Frozen):
 
     def wants_articles(self, crawl: CrawlSettings) -> bool:
         return self.fetch_articles if self.fetch_articles is not None else crawl.fetch_articles
+
+    def revisits(self, crawl: CrawlSettings) -> tuple[float, ...]:
+        """Seconds after first seen at which the source's article pages are fetched again;
+        none for sources whose items do not come from article pages (no article fetching,
+        telegram posts)."""
+        if not self.wants_articles(crawl) or self.kind == "telegram":
+            return ()
+        return self.revisit if self.revisit is not None else crawl.revisit

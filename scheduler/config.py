@@ -53,6 +53,27 @@ class AlertSpec(Frozen):
     timeout: Duration = 10.0
     headers: dict[str, str] = Field(default_factory=dict)
     allow_private: bool = True  # the operator chose this target (DESIGN example: a loopback webhook)
+    # What the channel receives: new matches, and edits and removals of matching items.
+    events: tuple[Literal["match", "edit", "removed"], ...] = ("match",)
+    # Narrower: only items of these sources, only items the search query finds.
+    sources: tuple[str, ...] | None = None
+    query: str | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('needs at least one of "match", "edit", "removed"')
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        from storage.search import parse_query
+
+        if value is not None and parse_query(value).empty:
+            raise ValueError(f"{value!r} has no words to search for")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> AlertSpec:
@@ -98,6 +119,20 @@ class ServerSettings(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (the start line says which)
     api_token: str | None = None
+    # Where people reach `newsmon serve` (alerts link to item pages there); default host:port.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return check_http_url(value) if value is not None else None
+
+    @property
+    def site_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 class DaemonSettings(Frozen):
@@ -142,6 +177,10 @@ class AppConfig(Frozen):
             for org in alert.organisations or ():
                 if org not in known:
                     raise ValueError(f"alerts[{index}].organisations: unknown organisation {org!r}")
+            sources = {s.id for s in self.sources}
+            for source in alert.sources or ():
+                if source not in sources:
+                    raise ValueError(f"alerts[{index}].sources: unknown source {source!r}")
         return self
 
     def source(self, source_id: str) -> SourceSpec | None:

@@ -61,7 +61,7 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
 
     channels: dict[str, Channel] = {}
     for spec in config.alerts:
-        channel = build_channel(spec)
+        channel = build_channel(spec, config.server.site_url)
         channels[channel.id] = channel
         if spec.allow_private or spec.kind == "log":
             continue

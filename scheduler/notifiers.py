@@ -81,9 +81,24 @@ def _snippet(item: dict[str, Any], organisations: Sequence[str]) -> str:
     return ""
 
 
-def event_message(event: ClaimedEvent) -> tuple[str, str]:
-    """Title and HTML body in plain words; everything taken from a feed is HTML-escaped."""
-    item = event.body.get("item") or {}
+def item_page(item: dict[str, Any], site_url: str | None) -> str:
+    """The item's page on ``newsmon serve`` (``[server] public_url``), else its own URL."""
+    if site_url and item.get("id") is not None:
+        return f"{site_url.rstrip('/')}/items/{int(item['id'])}"
+    return str(item.get("url") or "")
+
+
+def _a(url: str) -> str:
+    return f'<a href="{html.escape(url)}">{html.escape(url)}</a>'
+
+
+def event_message(event: ClaimedEvent, site_url: str | None = None) -> tuple[str, str]:
+    """Title and HTML body in plain words; everything taken from a feed is HTML-escaped. An
+    edit or removal says what changed and links to the item's page (its versions and diff)."""
+    body = event.body
+    if body.get("event") in ("edit", "removed"):
+        return change_message(body, event.organisations, site_url)
+    item = body.get("item") or {}
     orgs = ", ".join(event.organisations)
     title = str(item.get("title") or "(no title)")
     link = str(item.get("url") or "")
@@ -91,7 +106,7 @@ def event_message(event: ClaimedEvent) -> tuple[str, str]:
         f"Organisation: {html.escape(orgs)}",
         f"Title: {html.escape(title)}",
         f"Source: {html.escape(str(item.get('source') or ''))}",
-        f'Link: <a href="{html.escape(link)}">{html.escape(link)}</a>',
+        f"Link: {_a(link)}",
     ]
     if snippet := _snippet(item, event.organisations):
         lines.append(f"Snippet: {html.escape(snippet)}")
@@ -100,19 +115,61 @@ def event_message(event: ClaimedEvent) -> tuple[str, str]:
     return html.escape(f"{orgs}: {title}"), "<br/>\n".join(lines)
 
 
-def digest_message(events: Sequence[ClaimedEvent]) -> tuple[str, str]:
-    """One message listing the period's stories."""
+def change_message(body: dict[str, Any], organisations: Sequence[str],
+                   site_url: str | None) -> tuple[str, str]:
+    """An ``edit`` or ``removed`` event in plain words."""
+    item = body.get("item") or {}
+    changes = body.get("changes") or {}
+    title = str(item.get("title") or "(no title)")
+    source = str(item.get("source") or "")
+    orgs = ", ".join(organisations)
+    if body.get("event") == "removed":
+        head = f"Removed: {title}"
+        lines = [f"{html.escape(source)} took down this item's page (it answers 404/410 or "
+                 "redirects to the home page or a listing). newsmon keeps its last text."]
+    else:
+        head = f"Edited: {title}"
+        lines = [f"{html.escape(source)} changed this item after publishing it (version "
+                 f"{int(changes.get('from_version') or 0)} → {int(changes.get('to_version') or 0)})."]
+        if pair := changes.get("title"):
+            lines.append(f"Title changed from «{html.escape(str(pair[0]))}» to «{html.escape(str(pair[1]))}».")
+        if diff := changes.get("diff"):
+            lines.append("What changed ([-removed-] {+added+}):<br/>\n"
+                         + "<br/>\n".join(html.escape(line) for line in str(diff).splitlines()[:10]))
+    lines.append(f"Organisation: {html.escape(orgs)}")
+    lines.append(f"Item: {_a(item_page(item, site_url))}")
+    lines.append(f"Original: {_a(str(item.get('url') or ''))}")
+    return html.escape(f"{orgs}: {head}"), "<br/>\n".join(lines)
+
+
+def digest_message(events: Sequence[ClaimedEvent], site_url: str | None = None) -> tuple[str, str]:
+    """One message listing the period's stories, then, in a section of their own, the edits and
+    removals of matching items."""
     orgs = sorted({o for e in events for o in e.organisations})
+    matches = [e for e in events if e.body.get("event", "match") == "match"]
+    changes = [e for e in events if e.body.get("event") in ("edit", "removed")]
     lines = []
-    for event in events:
+    for event in matches:
         item = event.body.get("item") or {}
         link = html.escape(str(item.get("url") or ""))
         lines.append(f"• [{html.escape(', '.join(event.organisations))}] "
                      f"{html.escape(str(item.get('title') or '(no title)'))} — "
                      f"{html.escape(str(item.get('source') or ''))}<br/>\n"
                      f'  <a href="{link}">{link}</a>')
-    noun = "story" if len(events) == 1 else "stories"
-    return (html.escape(f"newsmon digest: {len(events)} {noun} ({', '.join(orgs)})"),
+    if changes:
+        lines.append("<b>Edits and removals</b>")
+        for event in changes:
+            item = event.body.get("item") or {}
+            what = "removed" if event.body.get("event") == "removed" else "edited"
+            lines.append(f"• [{html.escape(', '.join(event.organisations))}] {what}: "
+                         f"{html.escape(str(item.get('title') or '(no title)'))} — "
+                         f"{html.escape(str(item.get('source') or ''))}<br/>\n"
+                         f"  {_a(item_page(item, site_url))}")
+    noun = "story" if len(matches) == 1 else "stories"
+    summary = f"{len(matches)} {noun}"
+    if changes:
+        summary += f", {len(changes)} edit{'s' * (len(changes) != 1)} or removal{'s' * (len(changes) != 1)}"
+    return (html.escape(f"newsmon digest: {summary} ({', '.join(orgs)})"),
             "<br/>\n".join(lines))
 
 
@@ -187,10 +244,10 @@ class WebhookChannel:
 class AppriseChannel:
     """Any Apprise URL; one Apprise object per channel, so a retry never repeats another target."""
 
-    def __init__(self, spec: AlertSpec) -> None:
+    def __init__(self, spec: AlertSpec, site_url: str | None = None) -> None:
         import apprise
 
-        self.spec, self.id = spec, spec.channel_id
+        self.spec, self.id, self.site_url = spec, spec.channel_id, site_url
         asset = apprise.AppriseAsset(allow_templates=False, storage_mode="memory",
                                      service_timeout=spec.timeout)
         asset.async_mode = False
@@ -200,10 +257,10 @@ class AppriseChannel:
         self.body_format = apprise.NotifyFormat.HTML
 
     def send(self, event: ClaimedEvent) -> Delivery:
-        return self._notify(*event_message(event))
+        return self._notify(*event_message(event, self.site_url))
 
     def send_digest(self, events: Sequence[ClaimedEvent]) -> Delivery:
-        return self._notify(*digest_message(events))
+        return self._notify(*digest_message(events, self.site_url))
 
     def _notify(self, title: str, body: str) -> Delivery:
         if not self.valid:
@@ -252,9 +309,10 @@ class LogChannel:
         pass
 
 
-def build_channel(spec: AlertSpec) -> Channel:
+def build_channel(spec: AlertSpec, site_url: str | None = None) -> Channel:
+    """:param site_url: where ``newsmon serve`` is reached, for links to item pages."""
     if spec.kind == "webhook":
         return WebhookChannel(spec)
     if spec.kind == "log":
         return LogChannel(spec)
-    return AppriseChannel(spec)
+    return AppriseChannel(spec, site_url)

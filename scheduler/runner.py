@@ -71,7 +71,8 @@ def build_job(config: AppConfig, sources: Sequence[SourceSpec], *, worker_id: st
               deadline: float | None = None, log_level: str = "WARNING", log_json: bool = False,
               progress: bool = False) -> CrawlJob:
     channels = tuple(ChannelSpec(id=a.channel_id, organisations=a.organisations,
-                                 max_age_seconds=a.max_age, min_confidence=a.min_confidence)
+                                 max_age_seconds=a.max_age, min_confidence=a.min_confidence,
+                                 events=a.events, sources=a.sources, query=a.query)
                      for a in config.alerts)
     return CrawlJob(database_url=config.storage.url, crawl=config.crawl, sources=tuple(sources),
                     organisations=config.organisations, channels=channels, worker_id=worker_id,

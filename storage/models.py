@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -121,6 +122,8 @@ class Item(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     content_hash: Mapped[str] = mapped_column(String(80))
     story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id", ondelete="SET NULL"))
+    # The article page is gone (404/410, or it redirects to the home page or a listing).
+    removed: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     matches: Mapped[list[Match]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="Match.start"
@@ -197,10 +200,39 @@ class ItemVersion(Base):
     raw_url: Mapped[str | None] = mapped_column(Text)
     raw_status: Mapped[int | None] = mapped_column(Integer)
     raw_headers: Mapped[str | None] = mapped_column(Text)  # JSON object
+    # This version records that the page is gone; its title and text are the last ones seen.
+    removed: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     item: Mapped[Item] = relationship(back_populates="versions")
 
-    __table_args__ = (UniqueConstraint("item_id", "version", name="uq_item_versions_item_version"),)
+    __table_args__ = (UniqueConstraint("item_id", "version", name="uq_item_versions_item_version"),
+                      Index("ix_item_versions_fetched", "fetched_at"))  # recently edited
+
+
+class Revisit(Base):
+    """An item's revisit schedule: its article page is fetched again ``[crawl] revisit`` after
+    it was first seen. ``done`` revisits are done, the next is due at ``due_at`` (None: none
+    left); the page's validators make it a conditional request; ``page_title`` and
+    ``page_hash`` are what the page said last time (a revisit compares against them); a worker
+    doing it holds the lease."""
+
+    __tablename__ = "revisits"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    page_title: Mapped[str | None] = mapped_column(Text)
+    page_hash: Mapped[str | None] = mapped_column(String(80))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_revisits_due", "source_id", "due_at"),)
 
 
 class Match(Base):

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
-from storage.models import AlertEvent, FetchLog, Item, ItemSource, Match, Source, Worker
+from storage.models import AlertEvent, FetchLog, Item, ItemSource, ItemVersion, Match, Source, Worker
+from storage.revisits import RevisitStats, revisit_stats
 from storage.search import Query, fts5_excluded, fts5_match, parse_query, tsquery
 from storage.serialize import iso, item_dict, version_dict
 
@@ -45,6 +46,7 @@ class SearchFilter:
     limit: int = 50
     before: tuple[datetime, int] | None = None  # cursor: (sort_at, id) of the last item seen
     matched_only: bool = False
+    edited_since: datetime | None = None  # items with a new version (an edit, a removal) since
 
 
 SELECTIVE = 5_000  # fewer matches than this: the filter drives the query
@@ -179,6 +181,9 @@ def _search_clauses(session: Session, flt: SearchFilter) -> list[Any]:
         clauses.append(Item.sort_at >= flt.since)
     if flt.until is not None:
         clauses.append(Item.sort_at <= flt.until)
+    if flt.edited_since is not None:
+        clauses.append(Item.id.in_(select(ItemVersion.item_id).where(
+            ItemVersion.fetched_at >= flt.edited_since, ItemVersion.version > 1)))
     return clauses
 
 
@@ -305,6 +310,7 @@ def source_status(session: Session, now: datetime, silence_factor: float = 3.0) 
     """Per source: polling state, counts, the last error and whether it has gone silent."""
     counts = dict(session.execute(select(ItemSource.source_id, func.count())
                                   .group_by(ItemSource.source_id)).all())
+    revisits = revisit_stats(session, now)
     recent = _recent_seen(session)
     out = []
     for source in session.scalars(select(Source).order_by(Source.id)):
@@ -324,8 +330,18 @@ def source_status(session: Session, now: datetime, silence_factor: float = 3.0) 
             "last_new_item": iso(source.last_new_item_at), "next_poll": iso(source.next_poll_at),
             "items": counts.get(source.id, 0), "failures": source.failures, "silent": silent,
             "last_error": error, "lease_owner": source.lease_owner,
+            "revisits": revisit_dict(revisits.get(source.id, RevisitStats())),
         })
     return out
+
+
+def revisit_dict(found: RevisitStats) -> dict[str, Any]:
+    """A source's revisit figures: revisits done and due now, items revisited, edited after
+    first seen and removed, and the edit rate (edited / revisited items; None before any)."""
+    rate = found.edit_rate
+    return {"done": found.done, "due": found.due, "revisited": found.revisited,
+            "edited": found.edited, "removed": found.removed,
+            "edit_rate": round(rate, 4) if rate is not None else None}
 
 
 def worker_status(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from storage.models import (
     Source,
     Worker,
 )
+from storage.search import Query, parse_query, query_admits
 from storage.stories import Signed
 
 # Alerts go out for matches at least this sure (crawler/evidence.py: 1.0 a name or safe
@@ -89,18 +91,33 @@ class Prepared:
     signed: Signed | None
 
 
+@cache
+def _parsed_query(query: str) -> Query:
+    return parse_query(query)
+
+
 @dataclass(frozen=True)
 class ChannelRule:
-    """Which events an alert channel wants: its id, organisation filter and age limit."""
+    """Which events an alert channel wants: its id, organisation filter and age limit, the
+    events it takes (match, edit, removed) and its narrowing by source and by a search query."""
 
     id: str
     organisations: frozenset[str] | None = None
     max_age: timedelta = timedelta(days=2)
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    events: frozenset[str] = frozenset({"match"})
+    sources: frozenset[str] | None = None
+    query: str | None = None
 
     def wants(self, organisation: str, confidence: float = 1.0) -> bool:
         return (self.organisations is None or organisation in self.organisations) \
             and confidence >= self.min_confidence
+
+    def admits(self, source_ids: Iterable[str], title: str, text: str) -> bool:
+        """The channel's ``sources`` and ``query`` let this item through."""
+        if self.sources is not None and not self.sources.intersection(source_ids):
+            return False
+        return self.query is None or query_admits(_parsed_query(self.query), title, text)
 
 
 @dataclass

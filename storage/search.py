@@ -124,3 +124,18 @@ def tsquery(query: Query) -> str | None:
         parts.append(f"({alternatives})")
     parts.extend(f"!({_ts_phrase(p)})" for p in query.excluded)
     return " & ".join(parts) or None
+
+
+def _has_phrase(terms: list[str], phrase: list[str]) -> bool:
+    n = len(phrase)
+    first = phrase[0]
+    return any(terms[i] == first and terms[i:i + n] == phrase
+               for i in range(len(terms) - n + 1))
+
+
+def query_admits(query: Query, *texts: str) -> bool:
+    """True when ``texts`` satisfy ``query`` as the search would (every group has a phrase
+    found, no excluded phrase found): an alert channel's ``query`` filter, without the index."""
+    terms = [s for text in texts for s in stems(text)]
+    return all(any(_has_phrase(terms, p) for p in group) for group in query.groups) \
+        and not any(_has_phrase(terms, p) for p in query.excluded)

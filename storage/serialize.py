@@ -8,6 +8,8 @@ import zlib
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import inspect
+
 from storage.models import Item, ItemVersion, Match
 
 
@@ -43,7 +45,14 @@ def item_dict(item: Item, matches: list[Match] | None = None) -> dict[str, Any]:
         "story_id": item.story_id,
         "version": item.version,
         "content_hash": item.content_hash,
+        **({"removed": True} if _removed(item) else {}),
     }
+
+
+def _removed(row: Item | ItemVersion) -> bool:
+    """The row's ``removed`` flag as loaded (a row just inserted has the column's default,
+    False, without a query to read it back)."""
+    return bool(inspect(row).dict.get("removed"))
 
 
 def version_dict(version: ItemVersion, *, with_raw: bool = False) -> dict[str, Any]:
@@ -53,6 +62,7 @@ def version_dict(version: ItemVersion, *, with_raw: bool = False) -> dict[str, A
         "title": version.title,
         "text": version.text,
         "content_hash": version.content_hash,
+        **({"removed": True} if _removed(version) else {}),
     }
     if with_raw:
         out["published_at"] = iso(version.published_at)

@@ -48,7 +48,8 @@ def export_record(item: Item) -> dict[str, Any]:
     out = item_dict(item)
     out["text"] = item.text
     out["guid"] = item.guid
-    out["versions"] = [version_dict(v) for v in item.versions]
+    out["removed"] = bool(item.removed)  # the page is gone (its last text is kept)
+    out["versions"] = [version_dict(v) | {"removed": bool(v.removed)} for v in item.versions]
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
+from storage.changes import change_events, change_summary
 from storage.models import (
     AlertEvent,
     AlertKey,
@@ -191,6 +192,7 @@ def _save_existing(session: Session, write: ItemWrite, alerts: Alerts, stories: 
         return SaveResult(item.id, "unchanged", item.version, item.story_id,
                           sorted({m.organisation for m in item.matches}))
     link.content_hash, link.entry_hash = write.content_hash, write.entry_hash or link.entry_hash
+    before = (item.version, item.title, item.text, {m.organisation for m in item.matches})
     item.title, item.text, item.language = write.title, write.text, write.language
     item.published_at = write.published_at or item.published_at
     item.sort_at = item.published_at or item.first_seen_at
@@ -212,6 +214,10 @@ def _save_existing(session: Session, write: ItemWrite, alerts: Alerts, stories: 
     confidence = {m.organisation: 1.0 for m in item.matches} | best_confidence(write.matches)
     events = alerts.enqueue(lambda: item, item.story_id, confidence, item.published_at or item.first_seen_at,
                             now)
+    version, title, text_before, organisations = before  # an edit its source showed: ``edit`` events
+    events += change_events(session, item, alerts.channels, "edit",
+                            sorted(organisations | {m.organisation for m in item.matches}),
+                            change_summary(version, title, text_before, item), now)
     return SaveResult(item.id, "updated", item.version, item.story_id,
                       sorted({m.organisation for m in item.matches}), events)
 
@@ -427,15 +433,21 @@ class Alerts:
         if not organisations or not self.channels:
             return []
         events = []
+        made: Item | None = None
         for channel in self.channels:
-            if now - published > channel.max_age:
+            if now - published > channel.max_age or "match" not in channel.events:
                 continue
+            if channel.sources is not None or channel.query is not None:  # a narrower channel
+                made = made or item()
+                if not channel.admits(made.source_ids, made.title, made.text or ""):
+                    continue
             done = self._done(story_id)
             fresh = [o for o in organisations if channel.wants(o, confidence[o])
                      and (channel.id, story_id, o) not in done]
             if fresh:
                 done.update((channel.id, story_id, o) for o in fresh)
-                events.append(self._event(item(), story_id, channel.id, fresh, now))
+                made = made or item()
+                events.append(self._event(made, story_id, channel.id, fresh, now))
         return events
 
     def _done(self, story_id: int) -> set[tuple[str, int, str]]:
@@ -472,7 +484,7 @@ class Alerts:
 def _transient_item(write: ItemWrite, item_id: int, story_id: int, now: datetime) -> Item:
     """An Item object (never added to the session) for the event payload."""
     return Item(id=item_id, source_id=write.source_id, url=write.url,
-                canonical_url=write.canonical_url, title=write.title,
+                canonical_url=write.canonical_url, title=write.title, text=write.text,
                 published_at=write.published_at, first_seen_at=now, language=write.language,
                 story_id=story_id, version=1, content_hash=write.content_hash,
                 matches=[Match(**m.columns()) for m in write.matches],

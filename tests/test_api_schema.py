@@ -44,6 +44,7 @@ HOOKS = "tests.schemathesis_hooks"  # typed_json_answer: "any object" is not a d
 # 422, so a request that is valid by the schema alone may rightly be refused.
 CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
 NULLABLE_ITEM_FIELDS = {"published_at", "language", "story_id"}
+OPTIONAL_ITEM_FIELDS = {"removed"}  # sent (true) only for an item whose page is gone
 REAL_SITES = ("mid-ru", "mid-telegram-ru")
 
 
@@ -79,18 +80,20 @@ def test_every_json_answer_has_a_typed_schema(session_factory: sessionmaker[Sess
                     continue
                 schema = resolve(doc, content["schema"])
                 assert schema.get("type") == "object" and schema["properties"], (path, status)
-                assert set(schema["required"]) == set(schema["properties"]), (path, status)
+                assert set(schema["required"]) == set(schema["properties"]) - OPTIONAL_ITEM_FIELDS, (path, status)
 
 
 def test_item_schema_is_the_contracts_item(session_factory: sessionmaker[Session]) -> None:
     schemas = openapi(session_factory)["components"]["schemas"]
     item = schemas["Item"]
-    assert set(item["properties"]) == ITEM_KEYS == set(item["required"])
+    assert set(item["properties"]) == ITEM_KEYS | OPTIONAL_ITEM_FIELDS
+    assert set(item["required"]) == ITEM_KEYS
+    assert item["properties"]["removed"]["type"] == "boolean"
     assert {name for name, field in item["properties"].items() if nullable(field)} == NULLABLE_ITEM_FIELDS
     assert item["properties"]["first_seen_at"]["format"] == "date-time"
     assert item["properties"]["matches"]["items"]["$ref"].endswith("/Match")
     assert set(schemas["Match"]["required"]) == {"organisation", "alias", "form", "snippet"}
-    assert set(schemas["ItemDetail"]["properties"]) == ITEM_KEYS | {"text", "versions", "story"}
+    assert set(schemas["ItemDetail"]["properties"]) == ITEM_KEYS | OPTIONAL_ITEM_FIELDS | {"text", "versions", "story"}
     assert set(schemas["Version"]["required"]) == {"version", "fetched_at", "title", "text", "content_hash"}
     assert set(schemas["Error"]["properties"]) == {"detail", "parameter"}
     assert nullable(schemas["Error"]["properties"]["parameter"])
@@ -144,15 +147,21 @@ def _fields(model: type[Any]) -> set[str]:
 def test_response_models_keep_every_field_storage_gives(session_factory: sessionmaker[Session]) -> None:
     """A key that storage adds must join its model, or the API would drop it silently."""
     load(session_factory, SAMPLE)
+    with session_factory.begin() as session:  # a removed item: storage then gives `removed` too
+        row = session.get(ItemRow, 1)
+        assert row is not None
+        row.removed = row.versions[-1].removed = True
     with session_factory() as session:
         item = get_item(session, 1, versions=True, story=True)
+        plain = get_item(session, 2)
         sources = source_status(session, datetime.now(UTC))
         latency = latency_stats(session)
         workers = worker_status(session)
     assert item is not None and sources and not workers
     assert set(item) | {"story"} == _fields(ItemDetail)
-    assert set(item["story"][0]) == _fields(Item) == ITEM_KEYS
-    assert set(item["versions"][0]) == _fields(Version)
+    assert plain is not None and set(plain) == ITEM_KEYS | {"text"}  # `removed` only when true
+    assert set(plain) - {"text"} | OPTIONAL_ITEM_FIELDS == _fields(Item) == ITEM_KEYS | OPTIONAL_ITEM_FIELDS
+    assert set(item["versions"][-1]) == _fields(Version)
     assert set(sources[0]) == _fields(SourceStatus)
     assert set(next(iter(latency.values()))) == _fields(Percentiles)
     assert _fields(LastError) == {"class", "message", "at"}

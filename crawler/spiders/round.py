@@ -3,6 +3,8 @@ outcome of each chain recorded by the round's ledger as soon as the chain is ove
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,10 +23,13 @@ from crawler.pipelines import ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.rendering import parsing_spec, render_meta
+from crawler.revisits import GONE_STATUSES, judge, removal_redirect
 from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
+from crawler.text import clean_text
 from crawler.urls import canonical_url, is_http_url
 from storage.repository import ItemWrite, KnownEntry, known_entries
+from storage.revisits import RevisitClaim, RevisitResult, claim_revisits
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -37,6 +42,8 @@ MAX_ARTICLES = 100  # article pages fetched per poll; further entries keep their
 MAX_CHILD_SITEMAPS = 10
 MAX_URL_LENGTH = 2000
 MAX_RAW_HEADERS = 40
+MAX_REVISITS = 200  # revisits per source and round; the rest wait for the next round
+REVISIT_LEASE_SLACK = 60.0  # seconds a revisit's lease outlives the round's deadline
 
 
 class RoundSpider(scrapy.Spider):
@@ -62,8 +69,16 @@ class RoundSpider(scrapy.Spider):
     # -- start -------------------------------------------------------------------------------
 
     async def start(self) -> AsyncIterator[Request]:
-        for poll in self.ledger.open(self.context.job.sources):
+        polls = self.ledger.open(self.context.job.sources)
+        claims = self._claim_revisits(polls)
+        # Every request of a poll is counted before any is sent: a poll is over when its
+        # requests are, and a quick 304 must not end it before its revisits have begun.
+        revisits = [self.revisit_request(poll, claim) for poll in polls
+                    for claim in claims.get(poll.spec.id, ())]
+        for poll in polls:
             yield self.document_request(poll)
+        for request in revisits:
+            yield request
 
     def document_request(self, poll: SourcePoll) -> Request:
         spec = poll.spec
@@ -211,9 +226,10 @@ class RoundSpider(scrapy.Spider):
         if batch:
             yield self.batch(poll, batch)
 
-    def batch(self, poll: SourcePoll, items: list[ItemWrite]) -> ItemBatch:
+    def batch(self, poll: SourcePoll, items: list[ItemWrite],
+              revisit: RevisitResult | None = None) -> ItemBatch:
         self.ledger.item_added(poll)
-        return ItemBatch(poll.spec.id, items)
+        return ItemBatch(poll.spec.id, items, revisit)
 
     def _known(self, poll: SourcePoll, entries: list[Entry]) -> dict[str, KnownEntry]:
         with self.context.sessions() as session:
@@ -256,6 +272,104 @@ class RoundSpider(scrapy.Spider):
                          canonical=_article_identity(entry.url, response.url, article.canonical_url),
                          text=article.text or entry.text, title=entry.title or article.title,
                          published_at=entry.published_at or article.published_at)
+
+    # -- revisits --------------------------------------------------------------------------------
+
+    @property
+    def revisit_owner(self) -> str:
+        """Who holds the round's revisit leases: the worker, or this crawl process."""
+        job = self.context.job
+        return job.worker_id or f"crawl-{socket.gethostname()}-{os.getpid()}"
+
+    def _claim_revisits(self, polls: list[SourcePoll]) -> dict[str, list[RevisitClaim]]:
+        """Lease the due revisits of the round's sources (crawler.revisits, storage.revisits):
+        they are fetched in this round, as article requests of their source's poll."""
+        crawl, job = self.context.job.crawl, self.context.job
+        schedules = {p.spec.id: p.spec.revisits(crawl) for p in polls}
+        if not any(schedules.values()):
+            return {}
+        now = datetime.now(UTC)
+        with self.ledger.turn.held(), self.context.sessions.begin() as session:
+            return {source_id: claim_revisits(session, source_id, schedule, now, self.revisit_owner,
+                                              lease_seconds=job.deadline_seconds + REVISIT_LEASE_SLACK,
+                                              limit=MAX_REVISITS)
+                    for source_id, schedule in schedules.items() if schedule}
+
+    def revisit_request(self, poll: SourcePoll, claim: RevisitClaim) -> Request:
+        """A conditional request for a revisited article page."""
+        headers = {}
+        if claim.etag:
+            headers["If-None-Match"] = claim.etag
+        if claim.last_modified:
+            headers["If-Modified-Since"] = claim.last_modified
+        return self.request(poll, claim.url, self.parse_revisit, self.revisit_failed,
+                            headers=headers, role="revisit", claim=claim)
+
+    def parse_revisit(self, response: Response, claim: RevisitClaim) -> Iterator[Any]:
+        poll = self.poll_of(response)
+        try:
+            yield self.batch(poll, *self._revisit(poll, response, claim))
+        finally:
+            self.ledger.request_done(poll)
+
+    def _revisit(self, poll: SourcePoll, response: Response,
+                 claim: RevisitClaim) -> tuple[list[ItemWrite], RevisitResult]:
+        """What the revisited page says: not modified (a 304 costs nothing more), removed,
+        failed, or a page judged against what was known (crawler.revisits.judge)."""
+        result = RevisitResult(item_id=claim.item_id, owner=self.revisit_owner, kind="failed",
+                               fetched_at=datetime.now(UTC),
+                               schedule=poll.spec.revisits(self.context.job.crawl),
+                               status=response.status, raw_url=response.url,
+                               raw_headers=_raw_headers(response))
+        if response.status == 304:
+            result.kind = "not-modified"
+            return [], result
+        gone = response.status in GONE_STATUSES or (response.status == 200 and removal_redirect(
+            claim.url, response.url, [poll.spec.url, *poll.page_urls]))
+        if gone:
+            result.kind, result.raw = "removed", response.body
+            return [], result
+        if response.status != 200 or detect_block(response.status, {}, response.body, expect="html"):
+            poll.warn(f"revisit {response.url}: HTTP {response.status}")
+            return [], result
+        try:
+            html = decode_body(response.body, content_type=_header(response, b"Content-Type"),
+                               override=poll.spec.encoding)
+            article = extract_article(html, url=response.url, selector=poll.spec.article_selector)
+        except Exception as exc:  # extraction broke (a bug, a broken install)
+            self.ledger.fault(poll, EXTRACT, exc, response.url)
+            return [], result
+        verdict = judge(claim, clean_text(article.title), clean_text(article.text))
+        result.kind, result.changed = "page", verdict.changed
+        result.page_title, result.page_hash = verdict.page_title, verdict.page_hash
+        result.etag = _header(response, b"ETag")
+        result.last_modified = _header(response, b"Last-Modified")
+        if not verdict.changed:
+            return [], result
+        result.raw = response.body
+        return [ItemWrite(source_id=poll.spec.id, url=claim.url, canonical_url=claim.canonical_url,
+                          title=verdict.title, text=verdict.text, content_hash="",
+                          language=claim.language or poll.spec.language,
+                          fetched_at=result.fetched_at, raw=response.body, raw_url=response.url,
+                          raw_status=response.status)], result
+
+    def revisit_failed(self, failure: Failure) -> Iterator[Any]:
+        """A revisit that could not be fetched: the schedule moves on (an SSRF refusal is the
+        source's error, as for any article)."""
+        request = failure.request  # type: ignore[attr-defined]
+        poll = self.poll_of(request)
+        claim: RevisitClaim = request.cb_kwargs["claim"]
+        try:
+            error_class, message = classify_exception(failure.value)
+            if error_class == SSRF:
+                poll.fail(SSRF, message)
+            else:
+                poll.warn(f"revisit {request.url}: {error_class}: {message}")
+            yield self.batch(poll, [], RevisitResult(
+                item_id=claim.item_id, owner=self.revisit_owner, kind="failed",
+                fetched_at=datetime.now(UTC), schedule=poll.spec.revisits(self.context.job.crawl)))
+        finally:
+            self.ledger.request_done(poll)
 
     # -- failures --------------------------------------------------------------------------------
 

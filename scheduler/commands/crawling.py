@@ -165,13 +165,14 @@ def print_status(doc: dict[str, Any]) -> None:
 
     table = Table(title="sources", title_justify="left")
     for column in ("id", "enabled", "last poll", "last success", "last new", "next poll", "items",
-                   "failures", "silent", "last error"):
+                   "failures", "silent", "revisits", "last error"):
         table.add_column(column)
     for s in doc["sources"]:
         error = s["last_error"]
         table.add_row(s["id"], "yes" if s["enabled"] else "no", _short(s["last_poll"]),
                       _short(s["last_success"]), _short(s["last_new_item"]), _short(s["next_poll"]),
                       str(s["items"]), str(s["failures"]), "SILENT" if s["silent"] else "",
+                      _revisits(s.get("revisits") or {}),
                       f"{error['class']}: {(error['message'] or '')[:60]}" if error else "")
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
     console.print(table)
@@ -184,6 +185,16 @@ def print_status(doc: dict[str, Any]) -> None:
     if latency.get("count"):
         console.print(f"alert latency published → delivered: p50 {latency['p50']}s, "
                       f"p95 {latency['p95']}s over {latency['count']} alerts")
+
+
+def _revisits(found: dict[str, Any]) -> str:
+    """"12 done, 3 due, 2 edited (17%), 1 removed"."""
+    if not found.get("done") and not found.get("due"):
+        return "-"
+    rate = found.get("edit_rate")
+    text = f"{found['done']} done, {found['due']} due, {found['edited']} edited"
+    text += f" ({rate:.0%})" if rate is not None else ""
+    return text + (f", {found['removed']} removed" if found.get("removed") else "")
 
 
 def _short(value: str | None) -> str:

@@ -158,6 +158,9 @@ def _print_item_text(item: dict[str, Any]) -> None:
                f"first seen: {item['first_seen_at']}")
     click.echo(f"url: {item['url']}")
     click.echo(f"story: {item['story_id']}   version: {item['version']}   {item['content_hash']}")
+    if item.get("removed"):
+        click.echo("REMOVED: the page is gone (404/410, or a redirect to the home page or a listing); "
+                   "the text is the last one seen")
     for match in item["matches"]:
         click.echo(f"match: {match['organisation']} ({match['form']}): {match['snippet']}")
     for sibling in item.get("story", []):
@@ -165,11 +168,30 @@ def _print_item_text(item: dict[str, Any]) -> None:
             click.echo(f"same story: #{sibling['id']} {sibling['source']}: {sibling['title']}")
     click.echo("")
     click.echo(item["text"])
-    for version in item.get("versions", []):
+    _print_versions(item.get("versions", []))
+
+
+def _print_versions(versions: list[dict[str, Any]]) -> None:
+    """The first version whole, then each one as a word diff from the one before it
+    ([-removed-] {+added+}); a removal is marked as such."""
+    from storage.diffs import word_diff
+
+    previous: dict[str, Any] | None = None
+    for version in versions:
+        removed = "  REMOVED (the page was gone)" if version.get("removed") else ""
         click.echo(f"\n--- version {version['version']} fetched {version['fetched_at']} "
-                   f"{version['content_hash']}")
-        click.echo(version["title"])
-        click.echo(version["text"])
+                   f"{version['content_hash']}{removed}")
+        if previous is None:
+            click.echo(version["title"])
+            click.echo(version["text"])
+        elif previous.get("removed") and not version.get("removed") and \
+                (previous["title"], previous["text"]) == (version["title"], version["text"]):
+            click.echo("the page is back, unchanged")
+        elif not version.get("removed"):
+            title = word_diff(previous["title"], version["title"])
+            click.echo(f"title: {title}" if title else "title: unchanged")
+            click.echo(word_diff(previous["text"], version["text"]) or "text: unchanged")
+        previous = version
 
 
 @contextmanager

@@ -96,7 +96,9 @@ def rematch(app: AppContext, orgs: tuple[str, ...], dry_run: bool, alert: bool) 
     matcher = build_matcher(app, orgs)
     only = frozenset(orgs) if orgs else None
     channels = [ChannelRule(a.channel_id, frozenset(a.organisations) if a.organisations else None,
-                            timedelta(seconds=a.max_age), a.min_confidence) for a in app.config.alerts]
+                            timedelta(seconds=a.max_age), a.min_confidence, frozenset(a.events),
+                            frozenset(a.sources) if a.sources is not None else None, a.query)
+                 for a in app.config.alerts]
     sources = {s.id: s for s in app.config.sources}
     gained = lost = scanned = 0
     session = app.sessions()

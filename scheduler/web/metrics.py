@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import stats
 from storage.queries import outbox_backlog, worker_status
+from storage.revisits import revisit_stats
 
 LATENCY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 
@@ -48,6 +50,7 @@ class DatabaseCollector(Collector):
             yield GaugeMetricFamily("newsmon_outbox_backlog", "Alert events not yet delivered",
                                     value=outbox_backlog(session))
             yield from self._polls(session)
+            yield from self._revisits(session)
             yield from self._workers(session)
             yield _histogram(stats.latency_samples(session))
 
@@ -66,6 +69,25 @@ class DatabaseCollector(Collector):
         yield polls
         yield errors
 
+    def _revisits(self, session: Session) -> Iterator[Metric]:
+        done = CounterMetricFamily("newsmon_revisits_done", "Article revisits done per source",
+                                   labels=["source"])
+        due = GaugeMetricFamily("newsmon_revisits_due", "Article revisits due now per source",
+                                labels=["source"])
+        edited = GaugeMetricFamily("newsmon_items_edited", "Items edited after first seen, per source",
+                                   labels=["source"])
+        removed = GaugeMetricFamily("newsmon_items_removed", "Items whose page was removed, per source",
+                                    labels=["source"])
+        rate = GaugeMetricFamily("newsmon_edit_rate", "Share of revisited items edited after first seen",
+                                 labels=["source"])
+        for source, found in sorted(revisit_stats(session, datetime.now(UTC)).items()):
+            done.add_metric([source], found.done)
+            due.add_metric([source], found.due)
+            edited.add_metric([source], found.edited)
+            removed.add_metric([source], found.removed)
+            if found.edit_rate is not None:
+                rate.add_metric([source], found.edit_rate)
+        yield from (done, due, edited, removed, rate)
 
     def _workers(self, session: Session) -> Iterator[Metric]:
         families = {

@@ -36,6 +36,8 @@ def _context(session: Session, search: Search, show_all: bool) -> dict[str, Any]
     since = datetime.combine(datetime.fromisoformat(days[0]).date(), time.min, UTC)
     until = datetime.combine(datetime.fromisoformat(days[-1]).date(), time.max, UTC)
     heading = "Search results" if search.q or search.orgs or search.sources else "Newest matches"
+    if search.edited:
+        heading = f"Edited or removed in the last {search.edited} day{'' if search.edited == '1' else 's'}"
     return {
         "search": search, "show_all": show_all, "items": found["items"],
         "next_cursor": found["next_cursor"], "heading": heading, "days": days,
@@ -55,7 +57,8 @@ def index(request: Request) -> Response:
     show_all = params.get("all") == "1"
     error, status = None, 200
     try:
-        search = build_search(ItemQuery.from_url(params), matched_only=not show_all)
+        search = build_search(ItemQuery.from_url(params), matched_only=not show_all,
+                              edited_days=params.get("edited"))
     except BadParameter as exc:
         error, status = str(exc), 422
         plain = ItemQuery(q=params.get("q"), org=params.getlist("org"), source=params.getlist("source"))

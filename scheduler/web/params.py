@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
@@ -90,6 +90,8 @@ class ItemQuery(BaseModel):
     limit: int = Field(50, ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}")
     cursor: Text = Field(None, description="Opaque: the `next_cursor` of the previous page, passed back "
                                           "unchanged (with the same other parameters)")
+    edited_since: Since = Field(None, description=f"Only items with a new version (an edit, a removal) at or "
+                                                  f"after this {WHEN}")
 
     @classmethod
     def from_url(cls, params: QueryParams) -> ItemQuery:
@@ -119,18 +121,38 @@ class Search:
     until: str = ""
     limit: int = 50
     cursor: str = ""
+    edited: str = ""  # the page's "recently edited" view: days back, or an ISO date or time
     flt: SearchFilter = field(default_factory=SearchFilter)
 
 
-def build_search(query: ItemQuery, *, matched_only: bool = False) -> Search:
-    """Validate what the parameters mean; raises BadParameter with the first problem found."""
+def build_search(query: ItemQuery, *, matched_only: bool = False, edited_days: str | None = None) -> Search:
+    """Validate what the parameters mean; raises BadParameter with the first problem found.
+    ``query.edited_since`` (an ISO date or time) or, for the page, ``edited_days`` (N days
+    back) keep the items with a new version (an edit, a removal) since then."""
     orgs, sources = _clean(query.org), _clean(query.source)
+    edited = parse_when("edited_since", query.edited_since)
+    if edited is None and edited_days is not None and edited_days.strip():
+        edited = datetime.now(UTC) - timedelta(days=parse_days("edited", edited_days))
     flt = SearchFilter(
         query=(query.q or "").strip() or None, organisations=orgs, sources=sources,
         since=parse_when("since", query.since), until=parse_when("until", query.until, end_of_day=True),
-        limit=query.limit, before=decode_cursor(query.cursor), matched_only=matched_only)
+        limit=query.limit, before=decode_cursor(query.cursor), matched_only=matched_only,
+        edited_since=edited)
     if flt.since and flt.until and flt.since > flt.until:
         raise BadParameter("since", "is after until")
     return Search(q=(query.q or "").strip(), orgs=orgs, sources=sources, since=(query.since or "").strip(),
                   until=(query.until or "").strip(), limit=flt.limit, cursor=(query.cursor or "").strip(),
-                  flt=flt)
+                  edited=(edited_days or "").strip(), flt=flt)
+
+
+MAX_EDITED_DAYS = 366
+
+
+def parse_days(name: str, value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise BadParameter(name, f"{value!r} is not a number of days") from None
+    if not 1 <= days <= MAX_EDITED_DAYS:
+        raise BadParameter(name, f"must be between 1 and {MAX_EDITED_DAYS} days")
+    return days

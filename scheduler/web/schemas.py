@@ -1,7 +1,8 @@
 """The JSON the API sends, as pydantic models: the contract's ITEM, its versions and matches, a
 story, the status and the one error body. FastAPI uses them as `response_model`, so
 /openapi.json (and /docs) types every field with its nullability and a generated client gets
-the same classes back. Every field is always sent (null included), so every field is required.
+the same classes back. Every field is always sent (null included), so every field is required,
+but `removed`: sent (true) only for an item or version whose page is gone.
 Keys that storage adds and a model lacks would be dropped: tests/test_api_schema.py compares
 them, so a new field joins its model."""
 
@@ -52,6 +53,8 @@ class Item(BaseModel):
     story_id: int | None = Field(description="Items with near-identical text share a story (GET /api/stories/{id})")
     version: int = Field(ge=1, description="The number of the current version")
     content_hash: str = Field(description="sha256 of the current title and text, e.g. sha256:…")
+    removed: bool = Field(False, exclude_if=lambda v: not v,
+                          description="Present (true) only when a revisit found the item's page gone")
 
 
 class Version(BaseModel):
@@ -62,6 +65,8 @@ class Version(BaseModel):
     title: str
     text: str
     content_hash: str
+    removed: bool = Field(False, exclude_if=lambda v: not v,
+                          description="Present (true) only on the version that recorded the page gone")
 
 
 class ItemDetail(Item):
@@ -98,6 +103,17 @@ class LastError(BaseModel):
     at: Time | None
 
 
+class SourceRevisits(BaseModel):
+    """A source's revisits of its item pages (``[crawl] revisit``)."""
+
+    done: int = Field(ge=0, description="Revisits done")
+    due: int = Field(ge=0, description="Revisits due now")
+    revisited: int = Field(ge=0, description="Items revisited at least once")
+    edited: int = Field(ge=0, description="Items edited after first seen")
+    removed: int = Field(ge=0, description="Items whose page is gone")
+    edit_rate: float | None = Field(description="edited / revisited; null before any revisit")
+
+
 class SourceStatus(BaseModel):
     """The polling state of one source."""
 
@@ -115,6 +131,7 @@ class SourceStatus(BaseModel):
     silent: bool = Field(description="No new item for longer than its usual cadence")
     last_error: LastError | None = Field(description="null when the last poll succeeded")
     lease_owner: str | None = Field(description="The worker polling it now, if any")
+    revisits: SourceRevisits = Field(description="Its item pages fetched again to find edits and removals")
 
 
 class WorkerStatus(BaseModel):

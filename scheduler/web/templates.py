@@ -49,8 +49,21 @@ def search_form(search: Search, orgs: Sequence[str], sources: Sequence[str], sho
 <label>Since<input type="date" name="since" value="{e(search.since[:10])}"></label>
 <label>Until<input type="date" name="until" value="{e(search.until[:10])}"></label>
 <label class="check"><input type="checkbox" name="all" value="1"{checked}> unmatched items too</label>
-<button type="submit" id="go">Search</button> <a href="/">reset</a>
+<label>Edited in the last<select name="edited">{_edited_options(search.edited)}</select></label>
+<button type="submit" id="go">Search</button> <a href="/">reset</a> · <a href="/?edited=7">recently edited</a>
 </form>"""
+
+
+EDITED_CHOICES = ("1", "3", "7", "30")
+
+
+def _edited_options(chosen: str) -> str:
+    """The "recently edited" view: items with a new version (an edit, a removal) in N days."""
+    choices = [("", "any time (all items)")] + [(d, f"{d} day{'' if d == '1' else 's'}") for d in EDITED_CHOICES]
+    if chosen and chosen not in EDITED_CHOICES:
+        choices.append((chosen, f"{chosen} days"))
+    return "".join(f'<option value="{e(v)}"{" selected" if v == chosen else ""}>{e(label)}</option>'
+                   for v, label in choices)
 
 
 def result(item: dict[str, Any]) -> str:
@@ -58,8 +71,10 @@ def result(item: dict[str, Any]) -> str:
     snippets = "".join(
         f'<li><span class="org">{e(m["organisation"])}</span> {highlight(m["snippet"], [m["form"]])}</li>'
         for m in item["matches"][:3])
+    state = ' <span class="removed">removed</span>' if item.get("removed") else ""
+    edited = f' <span class="edited">version {int(item["version"])}</span>' if item.get("version", 1) > 1 else ""
     return f"""<li class="result">
-<a class="title" href="/items/{int(item["id"])}">{e(item["title"] or "(untitled)")}</a>
+<a class="title" href="/items/{int(item["id"])}">{e(item["title"] or "(untitled)")}</a>{state}{edited}
 <div class="meta"><span class="source">{e(item["source"])}</span>
 <time>{e(when(item["published_at"] or item["first_seen_at"]))}</time> {orgs}</div>
 <ul class="snippets">{snippets}</ul></li>"""
@@ -71,7 +86,8 @@ def results(items: list[dict[str, Any]], search: Search, next_cursor: str | None
     more = ""
     if next_cursor:
         params = {"q": search.q, "org": search.orgs, "source": search.sources, "since": search.since,
-                  "until": search.until, "all": "1" if show_all else "", "cursor": next_cursor}
+                  "until": search.until, "all": "1" if show_all else "", "edited": search.edited,
+                  "cursor": next_cursor}
         more = f'<p><a class="older" href="/?{e(query_string(params))}">Older items →</a></p>'
     return f'<ol class="results">{"".join(result(i) for i in items)}</ol>{more}'
 
@@ -136,6 +152,8 @@ def _versions(versions: list[dict[str, Any]]) -> str:
     out, previous = [], None
     for v in versions:
         head = f'version {int(v["version"])} · fetched {e(when(v["fetched_at"]))} · <code>{e(v["content_hash"])}</code>'
+        if v.get("removed"):
+            head += ' · <strong class="removed">removed: the page was gone (the text is the last one seen)</strong>'
         if previous is None:
             diff = f'<div class="diff"><strong>{e(v["title"])}</strong>\n{e(v["text"])}</div>'
         else:
@@ -144,6 +162,16 @@ def _versions(versions: list[dict[str, Any]]) -> str:
         out.append(f'<details class="version" id="v{int(v["version"])}"><summary>{head}</summary>{diff}</details>')
         previous = v
     return "".join(out) or '<p class="empty">No stored versions.</p>'
+
+
+def _removed_notice(item: dict[str, Any]) -> str:
+    if not item.get("removed"):
+        return ""
+    gone = next((v for v in reversed(item.get("versions", [])) if v.get("removed")), None)
+    since = f" since {e(when(gone['fetched_at']))}" if gone else ""
+    return (f'<p class="removed" role="status">Removed: the page is gone{since} '
+            "(it answered 404/410 or redirected to the home page or a listing). "
+            "The text below is the last one seen.</p>")
 
 
 def item_page(item: dict[str, Any], logout: bool = False) -> str:
@@ -155,7 +183,7 @@ def item_page(item: dict[str, Any], logout: bool = False) -> str:
         f'<span class="source">{e(s["source"])}</span> <time>{e(when(s["published_at"]))}</time></li>'
         for s in item.get("story", []) if s["id"] != item["id"])
     body = f"""<article class="item">
-<h1>{highlight(item["title"] or "(untitled)", forms)}</h1>
+<h1>{highlight(item["title"] or "(untitled)", forms)}</h1>{_removed_notice(item)}
 <div class="meta"><span class="source">{e(item["source"])}</span>
 published <time>{e(when(item["published_at"]))}</time> · first seen <time>{e(when(item["first_seen_at"]))}</time>
 · version {int(item["version"])} · {link(item["url"], "original")}</div>

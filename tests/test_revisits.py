@@ -1,0 +1,274 @@
+"""Revisits end to end (`python -m crawler` rounds against the fixture server, SQLite and
+PostgreSQL, revisit windows of a few seconds): a silent edit becomes version 2 with one `edit`
+event, chrome that changes on every request is no version, a 410 is a removal and a page that
+comes back a new version, a revisit whose worker died is done later, and two PostgreSQL
+workers do each revisit once."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from scheduler.config import AppConfig, build_config
+from scheduler.runner import crawl_round
+from storage.db import make_engine, make_session_factory
+from storage.models import AlertEvent, Item, ItemVersion, Revisit
+from storage.repository import SourceRow, sync_sources
+from storage.revisits import claim_revisits
+from tests.plugins.sites import Handler, Site, rss
+
+pytestmark = pytest.mark.slow
+
+BODY = [
+    "Министр иностранных дел провёл встречу с исполнительным директором Секретариата СВМДА.",
+    "Стороны обсудили подготовку к предстоящему саммиту Совещания по взаимодействию и мерам "
+    "доверия в Азии и ход реализации решений, принятых на прошлом заседании.",
+    "Особое внимание было уделено вопросам укрепления мер доверия в регионе.",
+]
+EDITED = [*BODY[:2], "По итогам встречи стороны подписали меморандум о сотрудничестве в области "
+          "цифровой дипломатии.", BODY[2]]
+
+
+def article_html(paragraphs: list[str], title: str = "Встреча с исполнительным директором СВМДА",
+                 *, views: int = 17, clock: str = "10:00:00", most_read: list[str] | None = None,
+                 token: str = "abc") -> bytes:
+    """An MFA-like article page: navigation, the article, a counter, a "most read" sidebar and a
+    footer with the time the page was generated (the chrome a revisit must see through)."""
+    most_read = most_read or ["Брифинг официального представителя", "Заявление МИД"]
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    sidebar = "".join(f'<li><a href="/news/{i}">{t}</a></li>' for i, t in enumerate(most_read))
+    return f"""<!DOCTYPE html><html lang="ru"><head><meta charset="utf-8">
+<title>{title} — Министерство иностранных дел</title>
+<meta name="csrf-token" content="{token}"></head><body>
+<header><nav><a href="/">Главная</a> <a href="/news/">Новости</a> <a href="/press/">Пресс-служба</a></nav></header>
+<main><article><h1>{title}</h1><div class="date">04.12.2026 09:30</div>
+<div class="text">{body}</div>
+<div class="views">Просмотров: {views}</div></article>
+<aside><h3>Самое читаемое</h3><ul>{sidebar}</ul></aside></main>
+<footer><p>© Министерство иностранных дел, 2026</p><p>Страница сгенерирована в {clock}</p></footer>
+</body></html>""".encode()
+
+
+def chrome_changing(paragraphs: list[str]) -> Any:
+    """A handler serving the article with new chrome on every request (no validators)."""
+    def handler(request: Handler) -> None:
+        rng = random.Random()
+        page = article_html(paragraphs, views=rng.randint(100, 99_999),
+                            clock=f"{rng.randint(0, 23):02}:{rng.randint(0, 59):02}:{rng.randint(0, 59):02}",
+                            most_read=rng.sample(["Брифинг официального представителя", "Заявление МИД",
+                                                  "Интервью министра", "Комментарий департамента",
+                                                  "Ответ на вопрос СМИ"], 3),
+                            token=f"{rng.getrandbits(64):x}")
+        request.send_bytes(page, "text/html; charset=utf-8")
+    return handler
+
+
+def make_config(db_url: str, site: Site, feed: str, revisit: list[str], **alert: Any) -> AppConfig:
+    config = build_config({
+        "storage": {"url": db_url},
+        "sources": [{"id": "mfa", "url": site.url(feed), "allow_private": True, "language": "ru"}],
+        "crawl": {"timeout": "5s", "interval": "10m", "revisit": revisit, "jitter": 0},
+        "alerts": [{"kind": "webhook", "id": "hook", "url": "http://127.0.0.1:9/hook",
+                    "events": ["match", "edit", "removed"], **alert}],
+    }, {})
+    engine = make_engine(config.storage.url)
+    with make_session_factory(engine).begin() as session:
+        sync_sources(session, [SourceRow(id=s.id, kind=s.kind, url=s.url) for s in config.sources],
+                     now=datetime.now(UTC))
+    engine.dispose()
+    return config
+
+
+def publish(site: Site, n: int = 1) -> tuple[str, list[str]]:
+    """A feed of ``n`` items (article pages not yet published); its path and the page paths."""
+    base = site.unique("/rv")
+    pages = [f"{base}/news/{i}" for i in range(n)]
+    site.set(f"{base}/feed.xml", rss([{"title": f"Встреча с исполнительным директором СВМДА {i}",
+                                        "link": site.url(p), "guid": f"g{i}"} for i, p in enumerate(pages)]))
+    return f"{base}/feed.xml", pages
+
+
+def crawl(config: AppConfig, **kwargs: Any) -> None:
+    report = crawl_round(config, None, timeout=60, **kwargs)
+    assert all(e.outcome != "error" for e in report.sources), report.sources
+
+
+def wait_until(at: datetime) -> None:
+    delay = (at - datetime.now(UTC)).total_seconds()
+    if delay > 0:
+        time.sleep(delay + 0.05)
+
+
+def advance(db_url: str) -> None:
+    """Let time pass until the next revisit is due: the items' first-seen times and the
+    revisits' due times move back by that much (rounds take seconds on a loaded machine, so
+    slots seconds apart would race them; this keeps the order of events exact)."""
+    engine = make_engine(db_url)
+    with make_session_factory(engine).begin() as session:
+        due = session.scalar(select(func.min(Revisit.due_at)))
+        assert due is not None, "no revisit is scheduled"
+        shift = max(timedelta(0), due - datetime.now(UTC)) + timedelta(milliseconds=10)
+        for item in session.scalars(select(Item)):
+            item.first_seen_at -= shift
+        for revisit in session.scalars(select(Revisit).where(Revisit.due_at.is_not(None))):
+            revisit.due_at -= shift
+    engine.dispose()
+
+
+def state(db_url: str) -> tuple[list[Item], list[list[ItemVersion]], list[dict[str, Any]], list[Revisit]]:
+    engine = make_engine(db_url)
+    try:
+        with make_session_factory(engine)() as session:
+            items = list(session.scalars(select(Item).order_by(Item.id)))
+            versions = [list(i.versions) for i in items]
+            events = [json.loads(e.payload) for e in session.scalars(select(AlertEvent).order_by(AlertEvent.id))]
+            revisits = list(session.scalars(select(Revisit).order_by(Revisit.item_id)))
+            session.expunge_all()
+            return items, versions, events, revisits
+    finally:
+        engine.dispose()
+
+
+def test_silent_edit_is_version_two_with_one_edit_event(site: Site, db_url: str) -> None:
+    feed, (page,) = publish(site)
+    site.set(page, article_html(BODY), "text/html; charset=utf-8")
+    config = make_config(db_url, site, feed, ["2s", "1h"])
+    crawl(config)
+    (item,), _, events, _ = state(db_url)
+    assert item.version == 1 and [e["event"] for e in events] == ["match"]
+
+    wait_until(item.first_seen_at + timedelta(seconds=2))
+    crawl(config)  # first revisit, 2 s on: the same page (a 200: no validators stored yet)
+    (item,), _, _, (revisit,) = state(db_url)
+    assert (item.version, revisit.done) == (1, 1) and revisit.etag
+    feed_requests = len(site.requests(feed.split("?")[0]))
+
+    site.set(page, article_html(EDITED), "text/html; charset=utf-8")  # the feed stays as it was
+    advance(db_url)  # an hour on
+    crawl(config)
+    (item,), (versions,), events, (revisit,) = state(db_url)
+    assert len(site.requests(feed)) == feed_requests + 1
+    assert site.requests(feed)[-1].headers.get("If-None-Match")  # the feed itself: a 304
+    assert item.version == 2 and [v.version for v in versions] == [1, 2]
+    assert "цифровой дипломатии" in item.text and "цифровой дипломатии" not in versions[0].text
+    assert revisit.done == 2 and revisit.due_at is None
+    edits = [e for e in events if e["event"] == "edit"]
+    assert len(edits) == 1 and len(events) == 2
+    changes = edits[0]["changes"]
+    assert (changes["from_version"], changes["to_version"], changes["title"]) == (1, 2, None)
+    assert "{+По итогам встречи" in changes["diff"] and "[-" not in changes["diff"]
+    assert edits[0]["organisations"] == ["CICA"] and edits[0]["item"]["version"] == 2
+    assert versions[1].raw and versions[1].raw_status == 200  # the response, for WARC
+
+
+def test_chrome_that_changes_on_every_request_is_no_version(site: Site, db_url: str) -> None:
+    feed, (page,) = publish(site)
+    site.handle(page, chrome_changing(BODY))
+    config = make_config(db_url, site, feed, ["2s", "1h", "1d"])
+    crawl(config)
+    (item,), _, _, _ = state(db_url)
+    wait_until(item.first_seen_at + timedelta(seconds=2))
+    crawl(config)  # compares the page with the item's text
+    for _ in range(2):  # then with the page as the last revisit saw it
+        advance(db_url)
+        crawl(config)
+    (item,), (versions,), events, (revisit,) = state(db_url)
+    assert len(site.requests(page)) == 4  # first fetch + three revisits
+    assert revisit.done == 3 and item.version == 1 and len(versions) == 1
+    assert [e["event"] for e in events] == ["match"]
+
+
+def test_gone_page_is_removed_and_a_page_that_comes_back_is_a_new_version(site: Site, db_url: str) -> None:
+    feed, (page,) = publish(site)
+    site.set(page, article_html(BODY), "text/html; charset=utf-8")
+    config = make_config(db_url, site, feed, ["2s", "1h"])
+    crawl(config)
+    (item,), _, _, _ = state(db_url)
+    site.set(page, b"<html><body>Gone</body></html>", "text/html", status=410)
+    wait_until(item.first_seen_at + timedelta(seconds=2))
+    crawl(config)
+    (item,), (versions,), events, _ = state(db_url)
+    assert item.removed and item.version == 2 and versions[1].removed
+    assert versions[1].text == versions[0].text and versions[1].raw_status == 410  # the text stays
+    removed = [e for e in events if e["event"] == "removed"]
+    assert len(removed) == 1 and removed[0]["item"]["removed"] is True
+
+    crawl(config)  # nothing due: nothing new
+    (item,), _, events, _ = state(db_url)
+    assert item.version == 2 and len([e for e in events if e["event"] == "removed"]) == 1
+
+    site.set(page, article_html(BODY), "text/html; charset=utf-8")
+    advance(db_url)
+    crawl(config)
+    (item,), (versions,), _, _ = state(db_url)
+    assert not item.removed and item.version == 3 and not versions[2].removed
+    assert versions[2].text == versions[0].text
+
+
+def test_redirect_to_the_home_page_is_a_removal(site: Site, db_url: str) -> None:
+    feed, (page,) = publish(site)
+    site.set(page, article_html(BODY), "text/html; charset=utf-8")
+    config = make_config(db_url, site, feed, ["1s"])
+    crawl(config)
+    (item,), _, _, _ = state(db_url)
+    home = page.rsplit("/news/", 1)[0] + "/"
+    site.set(home, b"<html><body><h1>Home</h1><p>Welcome</p></body></html>", "text/html")
+    site.set(page, b"", "text/html", status=302, headers={"Location": site.url(home)})
+    wait_until(item.first_seen_at + timedelta(seconds=1))
+    crawl(config)
+    (item,), (versions,), _, _ = state(db_url)
+    assert item.removed and versions[-1].removed
+
+
+def test_a_revisit_whose_worker_died_is_done_after_its_lease(site: Site, db_url: str) -> None:
+    feed, (page,) = publish(site)
+    site.set(page, article_html(BODY), "text/html; charset=utf-8")
+    config = make_config(db_url, site, feed, ["1s", "1h"])
+    crawl(config)
+    (item,), _, _, _ = state(db_url)
+    wait_until(item.first_seen_at + timedelta(seconds=1))
+    engine = make_engine(db_url)
+    with make_session_factory(engine).begin() as session:  # a worker claims it, then dies
+        claimed = claim_revisits(session, "mfa", (1.0, 3600.0), datetime.now(UTC), "dead-worker",
+                                 lease_seconds=600, limit=10)
+    engine.dispose()
+    assert [c.item_id for c in claimed] == [item.id]
+    before = len(site.requests(page))
+    crawl(config)  # the lease holds: not revisited twice at once
+    assert len(site.requests(page)) == before
+    engine = make_engine(db_url)
+    with make_session_factory(engine).begin() as session:  # ten minutes on: the lease ends
+        session.execute(update(Revisit).values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    engine.dispose()
+    crawl(config)  # a new worker: the revisit is done, its slot not lost
+    _, _, _, (revisit,) = state(db_url)
+    assert len(site.requests(page)) == before + 1 and revisit.done == 1
+    assert revisit.lease_owner is None and revisit.due_at == item.first_seen_at + timedelta(hours=1)
+
+
+def test_two_postgresql_workers_do_each_revisit_once(site: Site, pg_url: str) -> None:
+    feed, pages = publish(site, 12)
+    for page in pages:
+        site.set(page, article_html(BODY), "text/html; charset=utf-8")
+    config = make_config(pg_url, site, feed, ["1s"])
+    crawl(config)
+    items, _, _, _ = state(pg_url)
+    assert len(items) == 12
+    wait_until(max(i.first_seen_at for i in items) + timedelta(seconds=1))
+    before = {p: len(site.requests(p)) for p in pages}
+    threads = [threading.Thread(target=crawl, args=(config,), kwargs={"worker_id": f"w{n}"})
+               for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {p: len(site.requests(p)) - before[p] for p in pages} == dict.fromkeys(pages, 1)
+    _, _, _, revisits = state(pg_url)
+    assert [r.done for r in revisits] == [1] * 12
