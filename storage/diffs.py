@@ -13,10 +13,12 @@ CONTEXT_WORDS = 4
 
 
 def _runs(old: str, new: str) -> tuple[list[str], list[str], list[tuple[str, int, int, int, int]]]:
-    a, b = _TOKEN.findall(old), _TOKEN.findall(new)
+    a: list[str] = _TOKEN.findall(old)
+    b: list[str] = _TOKEN.findall(new)
     if len(a) + len(b) > MAX_TOKENS:
         a, b = old.splitlines(), new.splitlines()
-    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    ops: list[tuple[str, int, int, int, int]] = list(
+        difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes())
     return a, b, ops
 
 

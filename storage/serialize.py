@@ -8,8 +8,6 @@ import zlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import inspect
-
 from storage.models import Item, ItemVersion, Match
 
 
@@ -52,7 +50,7 @@ def item_dict(item: Item, matches: list[Match] | None = None) -> dict[str, Any]:
 def _removed(row: Item | ItemVersion) -> bool:
     """The row's ``removed`` flag as loaded (a row just inserted has the column's default,
     False, without a query to read it back)."""
-    return bool(inspect(row).dict.get("removed"))
+    return bool(row.__dict__.get("removed"))  # the instance state: no load triggered
 
 
 def version_dict(version: ItemVersion, *, with_raw: bool = False) -> dict[str, Any]:
