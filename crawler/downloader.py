@@ -44,7 +44,7 @@ class RetryAfterMiddleware(RetryMiddleware):
     def from_crawler(cls, crawler: Crawler) -> RetryAfterMiddleware:
         return cls(crawler)
 
-    async def process_response(self, request: Request, response: Response) -> Request | Response:
+    async def process_response(self, request: Request, response: Response) -> Request | Response:  # type: ignore[override]  # Scrapy awaits coroutine middleware methods; the base declares the sync form
         if request.meta.get("dont_retry") or response.status not in self.retry_http_codes:
             return response
         delay = self.delay_for(request, response)
@@ -60,7 +60,7 @@ class RetryAfterMiddleware(RetryMiddleware):
     def delay_for(self, request: Request, response: Response) -> float | None:
         """Seconds to wait before retrying, or None when waiting would not fit."""
         attempt = request.meta.get("retry_times", 0)
-        delay = self.backoff * 2**attempt
+        delay: float = self.backoff * 2**attempt
         if response.status in RETRY_AFTER_CODES:
             hinted = retry_after_seconds(response.headers.get(b"Retry-After"), datetime.now(UTC))
             if hinted is not None:
