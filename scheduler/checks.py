@@ -23,6 +23,8 @@ from scheduler.config import BUILTIN_LOG_CHANNEL, LoadedConfig, load_config
 from scheduler.errors import ConfigError
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from scheduler.config import AlertSpec, AppConfig
     from storage.outbox import ClaimedEvent
 
@@ -147,7 +149,7 @@ def _missing_sqlite(name: str, path: Path) -> CheckResult:
 # --- components on built-in samples ---------------------------------------------------------------
 
 
-def _sample(name: str) -> Any:
+def _sample(name: str) -> Traversable:
     return resources.files("scheduler").joinpath("data", "doctor", name)
 
 
