@@ -280,9 +280,7 @@ class Daemon:
     def run(self) -> int:
         """Start, run until a signal, stop; returns the exit code."""
         from scheduler.context import fail
-        from scheduler.memdiag import start_from_environment
 
-        start_from_environment()  # NEWSMON_TRACEMALLOC: a diagnostic, off unless set
         try:
             self.acquire_lock()
         except DaemonLockedError as exc:
