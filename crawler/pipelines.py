@@ -57,18 +57,16 @@ class ItemBatch:
 
 class _RoundPipeline:
     """A pipeline of one round; Scrapy builds it with ``from_crawler``, handing it the round's
-    context (``RoundContext.of``)."""
+    context (the crawl's ROUND_SETTING, ``RoundContext.of``)."""
 
-    def __init__(self, context: RoundContext, crawler: Crawler | None = None) -> None:
+    def __init__(self, context: RoundContext) -> None:
         self.context = context
-        self.crawler = crawler
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         from crawler.polls import RoundContext
 
-        return cls(RoundContext.of(crawler), crawler)
-
+        return cls(RoundContext.of(crawler))
 
 
 class NormalizePipeline(_RoundPipeline):
@@ -152,8 +150,10 @@ class StoragePipeline(_RoundPipeline):
         self.group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
-        self.turn = self.context.ledger.turn
+        self.ledger = self.context.ledger
+        self.turn = self.ledger.turn
         self.turn_tries = 0
+        self.ledger.on_done = self.settled
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
         self.stories.prepare(batch.items)  # CPU work, before waiting for the write transaction
@@ -163,27 +163,23 @@ class StoragePipeline(_RoundPipeline):
         self.group_items += len(batch.items)
         if self.group_items >= GROUP_ITEMS:
             self.flush(wait=True)
-        elif self._last_to_come():
+        elif self.ledger.nothing_to_come(len(self.group)):
             self.flush()  # no response left to share the commit with: waiting would only idle
         elif self.group_timer is None:
             self.group_timer = loop.call_later(GROUP_DELAY, self.flush)
         return await stored
 
-    def close_spider(self) -> None:
-        self.flush(wait=True)
+    def settled(self) -> None:
+        """A request or a batch of the round is done (``RoundLedger.on_done``): when that was
+        the last one the waiting group could share its commit with, store the group now (not
+        while it waits for the turn to write: ``flush`` retries that itself)."""
+        if (self.group and self.group_timer is not None and self.turn_tries == 0
+                and self.ledger.nothing_to_come(len(self.group))):
+            self.flush()
 
-    def _last_to_come(self) -> bool:
-        """True when no other response can reach the pipeline: nothing downloading, scheduled,
-        waiting for its callback or still to be started (the engine's own idle test, less the
-        items waiting here). Reads Scrapy's engine internals, so anything unexpected is False."""
-        engine = getattr(self.crawler, "engine", None)
-        slot, scraper = getattr(engine, "_slot", None), getattr(engine, "scraper", None)
-        try:
-            return (getattr(engine, "_start", True) is None and not engine.downloader.active  # type: ignore[union-attr]
-                    and not slot.scheduler.has_pending_requests()  # type: ignore[union-attr]
-                    and not scraper.slot.queue)  # type: ignore[union-attr]
-        except AttributeError:
-            return False
+    def close_spider(self) -> None:
+        self.ledger.on_done = None
+        self.flush(wait=True)
 
     def flush(self, wait: bool = False) -> None:
         """Store the waiting batches in one transaction and settle their futures. Unless told

@@ -147,6 +147,9 @@ class RoundLedger:
         self.done_requests = 0
         self.total_requests = 0
         self.faults: dict[tuple[str, str], Fault] = {}
+        # Called after every request or batch of the round is done (the storage pipeline's
+        # ``settled``: a group waiting for company is stored once nothing else can come).
+        self.on_done: Callable[[], None] | None = None
 
     def open(self, specs: Iterable[SourceSpec]) -> list[SourcePoll]:
         specs = list(specs)
@@ -190,6 +193,8 @@ class RoundLedger:
         if self.progress:
             self.emit(ProgressEvent(done=self.done_requests, total=self.total_requests))
         self.maybe_finish(poll)
+        if self.on_done is not None:
+            self.on_done()
 
     def item_added(self, poll: SourcePoll) -> None:
         poll.pending_items += 1
@@ -197,6 +202,23 @@ class RoundLedger:
     def item_done(self, poll: SourcePoll) -> None:
         poll.pending_items -= 1
         self.maybe_finish(poll)
+        if self.on_done is not None:
+            self.on_done()
+
+    def nothing_to_come(self, waiting: int) -> bool:
+        """True when no batch but the ``waiting`` ones can still reach the item pipelines: every
+        poll has begun (its document request is counted when the spider's ``start`` hands it
+        out), no request of the round is scheduled, downloading or in its callback (counted
+        from the moment it is built until its callback or errback is over), and the round's
+        batches not yet through the pipelines are only those ``waiting``."""
+        batches = 0
+        for poll in self.polls.values():
+            if poll.done:
+                continue
+            if poll.requests == 0 or poll.pending_requests > 0:
+                return False
+            batches += poll.pending_items
+        return batches <= waiting
 
     def maybe_finish(self, poll: SourcePoll) -> None:
         if poll.idle and not poll.done:
