@@ -19,16 +19,18 @@ ValidationError (``python -m crawler`` exits 2).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from scrapy.exceptions import IgnoreRequest
 
-from crawler.failures import INTERNAL, SSRF, TOO_LARGE
+from crawler.failures import INTERNAL, SSRF, TOO_LARGE, ErrorClass
 
 
 class CrawlerError(Exception):
     """Base class of the crawler's own errors; ``error_class`` is the class a poll ended by
     one of them gets (:mod:`crawler.failures`)."""
 
-    error_class = INTERNAL
+    error_class: ClassVar[ErrorClass] = INTERNAL
 
 
 class BrowserUnavailableError(CrawlerError, IgnoreRequest):

@@ -14,7 +14,7 @@ from typing import Any, Literal, TextIO
 from loguru import logger
 from sqlalchemy.orm import Session, sessionmaker
 
-from crawler.failures import EMPTY, STORAGE, TIMEOUT, fault_message, one_line
+from crawler.failures import EMPTY, STORAGE, TIMEOUT, ErrorClass, fault_message, one_line
 from crawler.job import ProgressEvent, SourceEvent
 from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
@@ -44,7 +44,7 @@ class SourcePoll:
     pages: int = 0
     page_urls: set[str] = field(default_factory=set)  # canonical URLs of pages requested or read
     outcome: Outcome = "ok"
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     message: str | None = None
     http_status: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -65,7 +65,7 @@ class SourcePoll:
     def idle(self) -> bool:
         return self.pending_requests <= 0 and self.pending_items <= 0
 
-    def fail(self, error_class: str, message: str, status: int | None = None) -> None:
+    def fail(self, error_class: ErrorClass, message: str, status: int | None = None) -> None:
         """Mark the poll failed; the first error of a poll is the one recorded."""
         if self.outcome != "error":
             self.outcome, self.error_class, self.message = "error", error_class, one_line(message)[:500]
@@ -120,7 +120,7 @@ def emit_line(event: SourceEvent | ProgressEvent, out: TextIO | None = None) -> 
 class Fault:
     """One cause of newsmon's own failures in a round: the pages and sources it cost."""
 
-    error_class: str
+    error_class: ErrorClass
     message: str
     pages: int = 0
     sources: list[str] = field(default_factory=list)
@@ -161,7 +161,7 @@ class RoundLedger:
             self.polls[spec.id] = SourcePoll(spec, states[spec.id], now)
         return list(self.polls.values())
 
-    def fault(self, poll: SourcePoll, error_class: str, exc: BaseException, url: str) -> None:
+    def fault(self, poll: SourcePoll, error_class: ErrorClass, exc: BaseException, url: str) -> None:
         """An exception of ours while handling ``url`` (a bug, a broken install): the poll's
         error of ``error_class`` (``internal``, ``extract``), its traceback at debug level, and
         its cause counted, to be logged once for the round (``log_faults``)."""
