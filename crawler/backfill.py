@@ -36,6 +36,7 @@ from storage.writes import save_items
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from crawler.matching import OrgMatcher
     from crawler.organisations import OrganisationSpec
     from crawler.sources import CrawlSettings, SourceSpec
     from storage.models import Backfill
@@ -117,7 +118,7 @@ def _dead_backfill(owner: str | None) -> bool:
 
 
 class _Walk:
-    def __init__(self, spec: SourceSpec, crawl: CrawlSettings, matcher: object, fetcher: FetchSession,
+    def __init__(self, spec: SourceSpec, crawl: CrawlSettings, matcher: OrgMatcher, fetcher: FetchSession,
                  session: Session, since: datetime | None) -> None:
         self.spec, self.crawl, self.matcher, self.fetcher, self.session = spec, crawl, matcher, fetcher, session
         self.since = since

@@ -10,7 +10,7 @@ itself."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Self
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from sqlalchemy.orm import Session
 
+    from crawler.job import ChannelSpec
+    from crawler.matching import OrgMatcher
     from crawler.polls import RoundContext, SourcePoll
 
 MAX_TITLE = 1000
@@ -124,11 +126,11 @@ class MatchPipeline(_RoundPipeline):
         return batch
 
 
-def find_matches(matcher: object, title: str, text: str, language: str | None = None,
+def find_matches(matcher: OrgMatcher, title: str, text: str, language: str | None = None,
                  topic: str | None = None) -> list[MatchRow]:
     """Matches over ``title`` and ``text`` (offsets into "title\\n\\ntext"), with their confidence."""
     joined = f"{title}\n\n{text}" if text else title
-    found = matcher.find(joined, language, topic)  # type: ignore[attr-defined]
+    found = matcher.find(joined, language, topic)
     return [MatchRow(organisation=m.organisation, alias=m.alias, form=m.form, snippet=m.snippet,
                      start=m.start, end=m.end, in_title=m.start < len(title),
                      confidence=m.confidence) for m in found]
@@ -295,14 +297,14 @@ def count(poll: SourcePoll, result: SaveResult, matched: bool) -> None:
     poll.events += len(result.events)
 
 
-def channel_rules(channels: object) -> list[ChannelRule]:
+def channel_rules(channels: Iterable[ChannelSpec]) -> list[ChannelRule]:
     return [ChannelRule(id=c.id, organisations=frozenset(c.organisations)
                         if c.organisations is not None else None,
                         max_age=timedelta(seconds=c.max_age_seconds),
                         min_confidence=c.min_confidence, events=frozenset(c.events),
                         sources=frozenset(c.sources) if c.sources is not None else None,
                         query=c.query)
-            for c in channels]  # type: ignore[attr-defined]
+            for c in channels]
 
 
 def revisit_result(batch: ItemBatch, writes: list[ItemWrite]) -> RevisitResult:

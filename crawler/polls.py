@@ -9,17 +9,20 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from loguru import logger
 from sqlalchemy.orm import Session, sessionmaker
 
 from crawler.failures import EMPTY, STORAGE, TIMEOUT, ErrorClass, fault_message, one_line
-from crawler.job import ProgressEvent, SourceEvent
+from crawler.job import CrawlJob, ProgressEvent, SourceEvent
 from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
 from crawler.writeturn import WriteTurn
 from storage.repository import PollOutcome, SourceRow, SourceState, record_poll, source_states
+
+if TYPE_CHECKING:
+    from crawler.matching import OrgMatcher
 
 LISTING_KINDS = frozenset({"html", "json", "telegram"})
 RECORD_BATCH = 50  # finished polls recorded per commit, at most
@@ -292,10 +295,10 @@ class RoundContext:
     crawl hands it to the spider, pipelines and extensions as the setting ROUND_SETTING
     (``RoundContext.of(crawler)``)."""
 
-    job: Any  # crawler.job.CrawlJob
+    job: CrawlJob
     sessions: sessionmaker[Session]
     ledger: RoundLedger
-    _matcher: Any = None
+    _matcher: OrgMatcher | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> RoundContext:
         return self  # Scrapy deep-copies its settings for each crawler: every copy shares the round
@@ -309,7 +312,7 @@ class RoundContext:
         return context
 
     @property
-    def matcher(self) -> Any:
+    def matcher(self) -> OrgMatcher:
         """The organisation matcher, built once per round."""
         if self._matcher is None:
             from crawler.matching import OrgMatcher
@@ -321,7 +324,7 @@ class RoundContext:
         """The ``topic`` of a source of this round."""
         for spec in self.job.sources:
             if spec.id == source_id:
-                return spec.topic  # type: ignore[no-any-return]
+                return spec.topic
         return None
 
     def poll(self, source_id: str) -> SourcePoll:
