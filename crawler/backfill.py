@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from crawler.articles import extract_article
 from crawler.discovery import robots_sitemaps, robots_url
 from crawler.encoding import decode_body
+from crawler.errors import BackfillError
 from crawler.fetching import Fetched, FetchSession
 from crawler.items import Entry, ParseResult
 from crawler.pipelines import MAX_TEXT, MAX_TITLE, _plausible_date, find_matches
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
 LEASE_SECONDS = 600.0
 LEASE_WAIT = 120.0  # seconds to wait for a poll of the daemon to give the source back
 MAX_ARTICLES_PER_PAGE = 100
-
-
-class BackfillError(Exception):
-    """A backfill that cannot start (a feed without a sitemap, a source being polled)."""
 
 
 @dataclass

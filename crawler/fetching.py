@@ -96,11 +96,6 @@ def fetch(requests: Sequence[FetchRequest], *, crawl: CrawlSettings, private_hos
             for r in requests]
 
 
-def fetch_one(url: str, *, crawl: CrawlSettings, expect: str = "html",
-              private_host_url: str | None = None) -> Fetched:
-    return fetch([FetchRequest(url=url, expect=expect)], crawl=crawl, private_host_url=private_host_url)[0]
-
-
 class FetchSession:
     """A child crawl process kept open for a sequence of fetches (backfill): one request at a
     time, with ``delay`` seconds between requests to a host. Use as a context manager."""

@@ -201,7 +201,8 @@ class Daemon:
         """Check and bind the web page's address before anything starts: a port in use or a
         public address without a token is one clear error (exit 2), never a crash loop."""
         from scheduler.context import fail
-        from scheduler.web.server import BackgroundServer, ServeError, bind, check_access
+        from scheduler.errors import ServeError
+        from scheduler.web.server import BackgroundServer, bind, check_access
 
         settings = self.app.config.server
         try:

@@ -25,7 +25,7 @@ from crawler.job import ChannelSpec, CrawlJob, SourceEvent, parse_event
 from crawler.policy import next_poll_at
 from crawler.sources import SourceSpec
 from scheduler.config import AppConfig
-from scheduler.errors import UnknownSourceError  # noqa: F401 - re-exported: scheduler.runner.UnknownSourceError
+from scheduler.errors import UnknownSourceError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Beyond the job's own deadline: the crawler's watchdog grace plus process start-up.
