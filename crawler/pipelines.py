@@ -10,7 +10,7 @@ itself."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Self
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from sqlalchemy.orm import Session
 
+    from crawler.job import ChannelSpec
+    from crawler.matching import OrgMatcher
     from crawler.polls import RoundContext, SourcePoll
 
 MAX_TITLE = 1000
@@ -57,18 +59,16 @@ class ItemBatch:
 
 class _RoundPipeline:
     """A pipeline of one round; Scrapy builds it with ``from_crawler``, handing it the round's
-    context (``RoundContext.of``)."""
+    context (the crawl's ROUND_SETTING, ``RoundContext.of``)."""
 
-    def __init__(self, context: RoundContext, crawler: Crawler | None = None) -> None:
+    def __init__(self, context: RoundContext) -> None:
         self.context = context
-        self.crawler = crawler
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         from crawler.polls import RoundContext
 
-        return cls(RoundContext.of(crawler), crawler)
-
+        return cls(RoundContext.of(crawler))
 
 
 class NormalizePipeline(_RoundPipeline):
@@ -126,11 +126,11 @@ class MatchPipeline(_RoundPipeline):
         return batch
 
 
-def find_matches(matcher: object, title: str, text: str, language: str | None = None,
+def find_matches(matcher: OrgMatcher, title: str, text: str, language: str | None = None,
                  topic: str | None = None) -> list[MatchRow]:
     """Matches over ``title`` and ``text`` (offsets into "title\\n\\ntext"), with their confidence."""
     joined = f"{title}\n\n{text}" if text else title
-    found = matcher.find(joined, language, topic)  # type: ignore[attr-defined]
+    found = matcher.find(joined, language, topic)
     return [MatchRow(organisation=m.organisation, alias=m.alias, form=m.form, snippet=m.snippet,
                      start=m.start, end=m.end, in_title=m.start < len(title),
                      confidence=m.confidence) for m in found]
@@ -152,8 +152,10 @@ class StoragePipeline(_RoundPipeline):
         self.group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
-        self.turn = self.context.ledger.turn
+        self.ledger = self.context.ledger
+        self.turn = self.ledger.turn
         self.turn_tries = 0
+        self.ledger.on_done = self.settled
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
         self.stories.prepare(batch.items)  # CPU work, before waiting for the write transaction
@@ -163,27 +165,23 @@ class StoragePipeline(_RoundPipeline):
         self.group_items += len(batch.items)
         if self.group_items >= GROUP_ITEMS:
             self.flush(wait=True)
-        elif self._last_to_come():
+        elif self.ledger.nothing_to_come(len(self.group)):
             self.flush()  # no response left to share the commit with: waiting would only idle
         elif self.group_timer is None:
             self.group_timer = loop.call_later(GROUP_DELAY, self.flush)
         return await stored
 
-    def close_spider(self) -> None:
-        self.flush(wait=True)
+    def settled(self) -> None:
+        """A request or a batch of the round is done (``RoundLedger.on_done``): when that was
+        the last one the waiting group could share its commit with, store the group now (not
+        while it waits for the turn to write: ``flush`` retries that itself)."""
+        if (self.group and self.group_timer is not None and self.turn_tries == 0
+                and self.ledger.nothing_to_come(len(self.group))):
+            self.flush()
 
-    def _last_to_come(self) -> bool:
-        """True when no other response can reach the pipeline: nothing downloading, scheduled,
-        waiting for its callback or still to be started (the engine's own idle test, less the
-        items waiting here). Reads Scrapy's engine internals, so anything unexpected is False."""
-        engine = getattr(self.crawler, "engine", None)
-        slot, scraper = getattr(engine, "_slot", None), getattr(engine, "scraper", None)
-        try:
-            return (getattr(engine, "_start", True) is None and not engine.downloader.active  # type: ignore[union-attr]
-                    and not slot.scheduler.has_pending_requests()  # type: ignore[union-attr]
-                    and not scraper.slot.queue)  # type: ignore[union-attr]
-        except AttributeError:
-            return False
+    def close_spider(self) -> None:
+        self.ledger.on_done = None
+        self.flush(wait=True)
 
     def flush(self, wait: bool = False) -> None:
         """Store the waiting batches in one transaction and settle their futures. Unless told
@@ -299,14 +297,14 @@ def count(poll: SourcePoll, result: SaveResult, matched: bool) -> None:
     poll.events += len(result.events)
 
 
-def channel_rules(channels: object) -> list[ChannelRule]:
+def channel_rules(channels: Iterable[ChannelSpec]) -> list[ChannelRule]:
     return [ChannelRule(id=c.id, organisations=frozenset(c.organisations)
                         if c.organisations is not None else None,
                         max_age=timedelta(seconds=c.max_age_seconds),
                         min_confidence=c.min_confidence, events=frozenset(c.events),
                         sources=frozenset(c.sources) if c.sources is not None else None,
                         query=c.query)
-            for c in channels]  # type: ignore[attr-defined]
+            for c in channels]
 
 
 def revisit_result(batch: ItemBatch, writes: list[ItemWrite]) -> RevisitResult:

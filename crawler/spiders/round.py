@@ -13,18 +13,18 @@ import scrapy
 from scrapy import signals
 from scrapy.http import Request, Response
 
+from crawler.addresses import url_host
 from crawler.articles import extract_article
 from crawler.blocking import detect_block
 from crawler.encoding import decode_body
 from crawler.failures import BLOCKED, EXTRACT, INTERNAL, PARSE, SSRF
 from crawler.items import Entry, ParseResult
-from crawler.outcomes import classify_exception, status_class
+from crawler.outcomes import classify_exception, failed_request, failure_exception, status_class
 from crawler.pipelines import ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.rendering import parsing_spec, render_meta
 from crawler.revisits import GONE_STATUSES, judge, removal_redirect
-from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.text import clean_text
 from crawler.urls import canonical_url, is_http_url
@@ -356,11 +356,11 @@ class RoundSpider(scrapy.Spider):
     def revisit_failed(self, failure: Failure) -> Iterator[Any]:
         """A revisit that could not be fetched: the schedule moves on (an SSRF refusal is the
         source's error, as for any article)."""
-        request = failure.request  # type: ignore[attr-defined]
+        request = failed_request(failure)
         poll = self.poll_of(request)
         claim: RevisitClaim = request.cb_kwargs["claim"]
         try:
-            error_class, message = classify_exception(failure.value)
+            error_class, message = classify_exception(failure_exception(failure))
             if error_class == SSRF:
                 poll.fail(SSRF, message)
             else:
@@ -374,29 +374,30 @@ class RoundSpider(scrapy.Spider):
     # -- failures --------------------------------------------------------------------------------
 
     def document_failed(self, failure: Failure) -> None:
-        poll = self.poll_of(failure.request)  # type: ignore[attr-defined]
+        poll = self.poll_of(failed_request(failure))
         try:
-            error_class, message = classify_exception(failure.value)
+            error_class, message = classify_exception(failure_exception(failure))
             poll.fail(error_class, message)
         finally:
             self.ledger.request_done(poll)
 
     def page_failed(self, failure: Failure) -> None:
-        poll = self.poll_of(failure.request)  # type: ignore[attr-defined]
+        request = failed_request(failure)
+        poll = self.poll_of(request)
         try:
-            error_class, message = classify_exception(failure.value)
-            poll.warn(f"page {failure.request.url}: {error_class}: {message}")  # type: ignore[attr-defined]
+            error_class, message = classify_exception(failure_exception(failure))
+            poll.warn(f"page {request.url}: {error_class}: {message}")
             if error_class == SSRF:
                 poll.fail(SSRF, message)
         finally:
             self.ledger.request_done(poll)
 
     def article_failed(self, failure: Failure) -> Iterator[Any]:
-        request = failure.request  # type: ignore[attr-defined]
+        request = failed_request(failure)
         poll = self.poll_of(request)
         entry: Entry = request.cb_kwargs["entry"]
         try:
-            error_class, message = classify_exception(failure.value)
+            error_class, message = classify_exception(failure_exception(failure))
             if error_class == SSRF:
                 poll.fail(SSRF, message)  # a feed pointing at internal addresses: visible
             else:
@@ -419,7 +420,8 @@ class RoundSpider(scrapy.Spider):
         """A pipeline raised on a batch (a bug, not a refused item): the source's error."""
         if isinstance(item, ItemBatch):
             poll = self.context.poll(item.source_id)
-            self.ledger.fault(poll, INTERNAL, failure.value, response.url if response else poll.spec.url)
+            self.ledger.fault(poll, INTERNAL, failure_exception(failure),
+                              response.url if response else poll.spec.url)
             self.ledger.item_done(poll)
 
     def round_closed(self, reason: str) -> None:
