@@ -25,7 +25,7 @@ from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.db import lock_writes
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult
-from storage.revisits import RevisitResult, save_revisit
+from storage.revisits import RevisitResult, keep_page_states, save_revisit
 from storage.writes import save_items
 
 if TYPE_CHECKING:
@@ -267,7 +267,14 @@ class StoragePipeline(_RoundPipeline):
         goes to ``save_revisit``."""
         if batch is not None and batch.revisit is not None:
             return [save_revisit(session, revisit_result(batch, writes), self.channels)]
-        return save_items(session, writes, self.channels, stories=self.stories.rule)
+        return self._save_items(session, writes)
+
+    def _save_items(self, session: Session, writes: list[ItemWrite]) -> list[SaveResult]:
+        """``save_items``, and the article pages' validators and baselines for their revisits."""
+        results = save_items(session, writes, self.channels, stories=self.stories.rule)
+        keep_page_states(session, [(result.item_id, write.page) for write, result
+                                   in zip(writes, results, strict=True) if write.page is not None])
+        return results
 
     def _save_alone(self, poll: SourcePoll, write: ItemWrite) -> SaveResult | None:
         """One item in its own transaction; an IntegrityError (another worker stored the same
@@ -276,7 +283,7 @@ class StoragePipeline(_RoundPipeline):
             try:
                 with self.context.sessions.begin() as session:
                     lock_writes(session)
-                    return save_items(session, [write], self.channels, stories=self.stories.rule)[0]
+                    return self._save_items(session, [write])[0]
             except IntegrityError:
                 if attempt == 2:
                     break

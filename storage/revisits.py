@@ -62,6 +62,42 @@ class RevisitClaim:
     language: str | None = None
 
 
+@dataclass(frozen=True)
+class PageState:
+    """What an article page said when the crawl read it: its validators (ETag, Last-Modified),
+    its own title (folded) and text fingerprint (``crawler.revisits``). Kept from the first
+    fetch, they make the first revisit conditional and its baseline the page itself."""
+
+    etag: str | None
+    last_modified: str | None
+    page_title: str
+    page_hash: str
+    first_after: float  # seconds after first seen: the first revisit slot
+
+
+def keep_page_states(session: Session, states: Sequence[tuple[int, PageState]]) -> None:
+    """Record ``(item_id, state)`` pairs on the items' revisit rows (one statement): a new row
+    is due at the first slot after the item was first seen, as ``_seed`` would make it; an
+    existing row keeps its schedule and lease and takes the page's validators and baseline."""
+    if not states:
+        return
+    by_item = dict(states)
+    items = session.execute(select(Item.id, Item.source_id, Item.first_seen_at)
+                            .where(Item.id.in_(list(by_item)))).all()
+    rows = [{"item_id": item_id, "source_id": source_id, "done": 0,
+             "due_at": first_seen + timedelta(seconds=by_item[item_id].first_after),
+             "etag": by_item[item_id].etag, "last_modified": by_item[item_id].last_modified,
+             "page_title": by_item[item_id].page_title, "page_hash": by_item[item_id].page_hash}
+            for item_id, source_id, first_seen in items]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    stmt = postgresql.insert(Revisit) if dialect == "postgresql" else sqlite.insert(Revisit)
+    session.execute(stmt.on_conflict_do_update(index_elements=["item_id"], set_={
+        "etag": stmt.excluded.etag, "last_modified": stmt.excluded.last_modified,
+        "page_title": stmt.excluded.page_title, "page_hash": stmt.excluded.page_hash}), rows)
+
+
 SEED_GRACE = 86400.0  # seconds: an item whose slots all passed unseen still gets one revisit
 
 

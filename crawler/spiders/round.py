@@ -23,13 +23,13 @@ from crawler.pipelines import ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.rendering import parsing_spec, render_meta
-from crawler.revisits import GONE_STATUSES, judge, removal_redirect
+from crawler.revisits import GONE_STATUSES, judge, page_fingerprint, removal_redirect, title_key
 from crawler.safety import url_host
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.text import clean_text
 from crawler.urls import canonical_url, is_http_url
 from storage.repository import ItemWrite, KnownEntry, known_entries
-from storage.revisits import RevisitClaim, RevisitResult, claim_revisits
+from storage.revisits import PageState, RevisitClaim, RevisitResult, claim_revisits
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -268,10 +268,22 @@ class RoundSpider(scrapy.Spider):
         except Exception as exc:  # extraction broke (a bug, a broken install): keep the listing text
             self.ledger.fault(poll, EXTRACT, exc, response.url)
             return self.item(poll, entry, response, raw=b"", complete=False)
-        return self.item(poll, entry, response, raw=response.body,
-                         canonical=_article_identity(entry.url, response.url, article.canonical_url),
-                         text=article.text or entry.text, title=entry.title or article.title,
-                         published_at=entry.published_at or article.published_at)
+        write = self.item(poll, entry, response, raw=response.body,
+                          canonical=_article_identity(entry.url, response.url, article.canonical_url),
+                          text=article.text or entry.text, title=entry.title or article.title,
+                          published_at=entry.published_at or article.published_at)
+        write.page = self._page_state(poll, response, article.title, article.text)
+        return write
+
+    def _page_state(self, poll: SourcePoll, response: Response, title: str, text: str) -> PageState | None:
+        """The page's validators and its own title and text fingerprint, kept for the first
+        revisit (a conditional request, judged against this page); None without revisits."""
+        schedule = poll.spec.revisits(self.context.job.crawl)
+        if not schedule:
+            return None
+        return PageState(etag=_header(response, b"ETag"), last_modified=_header(response, b"Last-Modified"),
+                         page_title=title_key(clean_text(title)), page_hash=page_fingerprint(clean_text(text)),
+                         first_after=min(schedule))
 
     # -- revisits --------------------------------------------------------------------------------
 
