@@ -4,6 +4,7 @@ narrowing by events, sources and query, and how people see it (show, API, page, 
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from crawler.revisits import judge, page_fingerprint, removal_redirect, stable_l
 from crawler.text import content_hash
 from scheduler.config import ConfigError, build_config
 from scheduler.notifiers import change_message, digest_message
+from storage.db import make_engine, make_session_factory, upgrade
 from storage.diffs import short_word_diff, word_diff
 from storage.models import AlertEvent, Item, Revisit
 from storage.outbox import ClaimedEvent
@@ -22,6 +24,7 @@ from storage.queries import SearchFilter, search_items, source_status
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SourceRow, sync_sources
 from storage.revisits import RevisitClaim, RevisitResult, claim_revisits, next_due, save_revisit
 from storage.search import parse_query, query_admits
+from storage.transfer import Importer, export_jsonl
 from storage.writes import save_item
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -213,6 +216,47 @@ def test_removal_keeps_the_text_and_a_page_that_comes_back_is_a_version(factory)
         assert not item.removed
         events = [json.loads(p) for p in s.scalars(select(AlertEvent.payload))]
     assert [e["event"] for e in events] == ["removed"] and events[0]["item"]["removed"] is True
+
+
+def test_export_then_import_keeps_removals(factory, tmp_path) -> None:
+    """Removed items stay removed on import, with their removal versions; a page that came
+    back is not removed; importing the same file again changes nothing."""
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    engine = make_engine(source_url)
+    upgrade(engine)
+    source = make_session_factory(engine)
+    with source.begin() as s:
+        sync_sources(s, [SourceRow("mfa", "feed", "https://mfa.example/rss")], NOW)
+        gone = save_item(s, write()).item_id
+        back = save_item(s, write(url="https://mfa.example/news/2")).item_id
+        edited_then_gone = save_item(s, write(url="https://mfa.example/news/3")).item_id
+    with source.begin() as s:
+        save_revisit(s, edited(edited_then_gone, TEXT + "\nДобавлен абзац.", [CICA]))
+    with source.begin() as s:
+        for item_id in (gone, back, edited_then_gone):
+            save_revisit(s, result(item_id, "removed", status=410))
+        save_revisit(s, result(back, "page", changed=True, title="Встреча по линии СВМДА", text=TEXT,
+                               content_hash=content_hash("Встреча по линии СВМДА", TEXT), matches=[CICA]))
+    out = io.StringIO()
+    with source() as s:
+        assert export_jsonl(s, out) == 3
+    engine.dispose()
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line)["removed"] for line in lines] == [True, False, True]
+
+    for _ in range(2):  # the second import finds everything stored
+        with factory() as s:
+            report = Importer(s, NOW).feed(lines)
+            assert report.errors == []
+    assert (report.items_new, report.versions_new, report.unchanged) == (0, 0, 3)
+    with factory() as s:
+        items = {i.url.rsplit("/", 1)[1]: i for i in s.scalars(select(Item))}
+        assert {k: (i.removed, [(v.version, v.removed) for v in i.versions]) for k, i in items.items()} == {
+            "1": (True, [(1, False), (2, True)]),
+            "2": (False, [(1, False), (2, True), (3, False)]),
+            "3": (True, [(1, False), (2, False), (3, True)])}
+        assert [v.text == TEXT for v in items["2"].versions] == [True] * 3  # the text stays
+        assert items["3"].versions[2].text == items["3"].versions[1].text != TEXT
 
 
 def test_channels_narrowed_by_sources_and_query(factory) -> None:
