@@ -22,7 +22,14 @@ from storage.models import AlertEvent, Item, Revisit
 from storage.outbox import ClaimedEvent
 from storage.queries import SearchFilter, search_items, source_status
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SourceRow, sync_sources
-from storage.revisits import RevisitClaim, RevisitResult, claim_revisits, next_due, save_revisit
+from storage.revisits import (
+    RevisitClaim,
+    RevisitResult,
+    claim_revisits,
+    next_due,
+    save_quiet_revisits,
+    save_revisit,
+)
 from storage.search import parse_query, query_admits
 from storage.transfer import Importer, export_jsonl
 from storage.writes import save_item
@@ -169,6 +176,37 @@ def test_claims_seed_the_schedule_lease_once_and_free_after_the_lease(factory) -
     with factory.begin() as s:  # a's lease ended without a result: b does it
         assert [c.item_id for c in claim_revisits(s, "mfa", SCHEDULE, later + timedelta(seconds=61), "b",
                                                   lease_seconds=60, limit=5)] == [item_id]
+
+
+def test_quiet_revisits_move_the_schedule_on_in_one_statement(factory) -> None:
+    """304s, failures and unchanged pages: the schedule, lease and baseline as ``save_revisit``
+    would leave them, for several revisits at once, and no version."""
+    with factory.begin() as s:
+        ids = [save_item(s, write(url=f"https://mfa.example/news/{n}")).item_id for n in range(3)]
+    later = NOW + timedelta(hours=1, seconds=1)
+    with factory.begin() as s:
+        claims = claim_revisits(s, "mfa", SCHEDULE, later, "w", lease_seconds=60, limit=5)
+    assert sorted(c.item_id for c in claims) == ids and all(c.first_seen_at == NOW for c in claims)
+    results = [result(ids[0], "not-modified", status=304, first_seen_at=NOW),
+               result(ids[1], "failed", status=None, first_seen_at=NOW),
+               result(ids[2], "page", changed=False, etag='"e2"', last_modified="Tue, 01 Dec 2026 09:00:00 GMT",
+                      page_title="встреча", page_hash="sha256:abc", first_seen_at=NOW)]
+    assert all(r.quiet for r in results)
+    assert not result(ids[0], "removed", first_seen_at=NOW).quiet
+    assert not result(ids[0], "page", changed=True, first_seen_at=NOW).quiet
+    with factory.begin() as s:
+        saved = save_quiet_revisits(s, results)
+    assert [r.status for r in saved] == ["unchanged"] * 3
+    with factory() as s:
+        rows = {r.item_id: r for r in s.scalars(select(Revisit))}
+        assert all(r.done == 1 and r.lease_owner is None and r.lease_expires_at is None
+                   and r.due_at == NOW + timedelta(days=1) and r.last_at == results[0].fetched_at
+                   for r in rows.values())
+        assert [rows[i].last_status for i in ids] == [304, None, 200]
+        assert (rows[ids[2]].etag, rows[ids[2]].page_title, rows[ids[2]].page_hash) == ('"e2"', "встреча",
+                                                                                       "sha256:abc")
+        assert rows[ids[0]].etag is None and rows[ids[0]].page_hash is None
+        assert all(i.version == 1 for i in s.scalars(select(Item)))
 
 
 def test_an_edit_is_a_version_with_an_edit_event_and_a_new_organisation_a_match(factory) -> None:

@@ -453,3 +453,25 @@ def test_kill9_in_the_middle_of_the_schedule_loses_no_revisit(site: Site, receiv
     assert [e["event"] for e in events] == ["match", "edit"]
     assert list(delivered("edit").values()) == [1] and list(delivered("match").values()) == [1]
     assert [a[0] for a in answers] == [200, 200]  # the first fetch, the revisit after the restart
+
+
+def test_a_304_lowers_the_autothrottle_delay_as_a_200_does() -> None:
+    """Scrapy lets only a 200 lower a host's delay; a round of 304 revisits kept the delay of
+    its slowest answer (84 s for 500 revisits in the bench). A 404 still cannot lower it."""
+    from scrapy.http import Response
+    from scrapy.utils.test import get_crawler
+
+    from crawler.downloader import ConditionalAutoThrottle
+    from crawler.settings import BASE_SETTINGS
+
+    throttle = ConditionalAutoThrottle(get_crawler(settings_dict=dict(BASE_SETTINGS)))
+    throttle.mindelay, throttle.maxdelay = 0.0, 10.0
+    for status, lowered in ((304, True), (200, True), (404, False), (302, False)):
+        slot = type("Slot", (), {"delay": 1.0})()
+        throttle._adjust_delay(slot, 0.1, Response("http://127.0.0.1/a", status=status))  # type: ignore[arg-type]
+        assert (slot.delay < 1.0) is lowered, status
+    slot = type("Slot", (), {"delay": 0.01})()
+    throttle._adjust_delay(slot, 2.0, Response("http://127.0.0.1/a", status=404))  # type: ignore[arg-type]
+    assert slot.delay == 1.0  # a slow answer raises it, whatever its status
+    assert "crawler.downloader.ConditionalAutoThrottle" in BASE_SETTINGS["EXTENSIONS"]
+    assert BASE_SETTINGS["EXTENSIONS"]["scrapy.extensions.throttle.AutoThrottle"] is None

@@ -332,14 +332,14 @@ class RoundSpider(scrapy.Spider):
                                fetched_at=datetime.now(UTC),
                                schedule=poll.spec.revisits(self.context.job.crawl),
                                status=response.status, raw_url=response.url,
-                               raw_headers=_raw_headers(response))
+                               first_seen_at=claim.first_seen_at)
         if response.status == 304:
             result.kind = "not-modified"
             return [], result
         gone = response.status in GONE_STATUSES or (response.status == 200 and removal_redirect(
             claim.url, response.url, [poll.spec.url, *poll.page_urls]))
         if gone:
-            result.kind, result.raw = "removed", response.body
+            result.kind, result.raw, result.raw_headers = "removed", response.body, _raw_headers(response)
             return [], result
         if response.status != 200 or detect_block(response.status, {}, response.body, expect="html"):
             poll.warn(f"revisit {response.url}: HTTP {response.status}")
@@ -358,7 +358,7 @@ class RoundSpider(scrapy.Spider):
         result.last_modified = _header(response, b"Last-Modified")
         if not verdict.changed:
             return [], result
-        result.raw = response.body
+        result.raw, result.raw_headers = response.body, _raw_headers(response)  # a version's response
         return [ItemWrite(source_id=poll.spec.id, url=claim.url, canonical_url=claim.canonical_url,
                           title=verdict.title, text=verdict.text, content_hash="",
                           language=claim.language or poll.spec.language,
@@ -379,7 +379,8 @@ class RoundSpider(scrapy.Spider):
                 poll.warn(f"revisit {request.url}: {error_class}: {message}")
             yield self.batch(poll, [], RevisitResult(
                 item_id=claim.item_id, owner=self.revisit_owner, kind="failed",
-                fetched_at=datetime.now(UTC), schedule=poll.spec.revisits(self.context.job.crawl)))
+                fetched_at=datetime.now(UTC), schedule=poll.spec.revisits(self.context.job.crawl),
+                first_seen_at=claim.first_seen_at))
         finally:
             self.ledger.request_done(poll)
 
