@@ -347,7 +347,8 @@ class RoundSpider(scrapy.Spider):
         try:
             html = decode_body(response.body, content_type=_header(response, b"Content-Type"),
                                override=poll.spec.encoding)
-            article = extract_article(html, url=response.url, selector=poll.spec.article_selector)
+            article = extract_article(html, url=response.url, selector=poll.spec.article_selector,
+                                      metadata=False)  # title and text are all a revisit compares
         except Exception as exc:  # extraction broke (a bug, a broken install)
             self.ledger.fault(poll, EXTRACT, exc, response.url)
             return [], result
