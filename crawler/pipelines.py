@@ -25,7 +25,7 @@ from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.db import lock_writes
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult
-from storage.revisits import RevisitResult, save_revisit
+from storage.revisits import RevisitResult, keep_page_states, save_quiet_revisits, save_revisit
 from storage.writes import save_items
 
 if TYPE_CHECKING:
@@ -210,7 +210,9 @@ class StoragePipeline(_RoundPipeline):
         try:
             with self.context.sessions.begin() as session:
                 lock_writes(session)
-                results = [self._save_batch(session, batch.items, batch) for batch, _ in group]
+                quiet = self._save_quiet(session, group)
+                results = [quiet[index] if index in quiet else self._save_batch(session, batch.items, batch)
+                           for index, (batch, _) in enumerate(group)]
                 polls = self.context.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
@@ -259,13 +261,30 @@ class StoragePipeline(_RoundPipeline):
             raise DropItem(f"storing the items of {batch.source_id} failed")
         return batch
 
+    def _save_quiet(self, session: Session, group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]]
+                    ) -> dict[int, list[SaveResult]]:
+        """The group's revisits that found nothing to store (304s, failures, unchanged pages):
+        their bookkeeping in a statement or two for all (``save_quiet_revisits``)."""
+        picked = {index: revisit_result(batch, batch.items) for index, (batch, _) in enumerate(group)
+                  if batch.revisit is not None and not batch.items}
+        picked = {index: result for index, result in picked.items() if result.quiet}
+        saved = save_quiet_revisits(session, list(picked.values()))
+        return {index: [result] for index, result in zip(picked, saved, strict=True)}
+
     def _save_batch(self, session: Session, writes: list[ItemWrite],
                     batch: ItemBatch | None = None) -> list[SaveResult]:
         """A response's items in one transaction (a few statements for the batch); a revisit
         goes to ``save_revisit``."""
         if batch is not None and batch.revisit is not None:
             return [save_revisit(session, revisit_result(batch, writes), self.channels)]
-        return save_items(session, writes, self.channels, stories=self.stories.rule)
+        return self._save_items(session, writes)
+
+    def _save_items(self, session: Session, writes: list[ItemWrite]) -> list[SaveResult]:
+        """``save_items``, and the article pages' validators and baselines for their revisits."""
+        results = save_items(session, writes, self.channels, stories=self.stories.rule)
+        keep_page_states(session, [(result.item_id, write.page) for write, result
+                                   in zip(writes, results, strict=True) if write.page is not None])
+        return results
 
     def _save_alone(self, poll: SourcePoll, write: ItemWrite) -> SaveResult | None:
         """One item in its own transaction; an IntegrityError (another worker stored the same
@@ -274,7 +293,7 @@ class StoragePipeline(_RoundPipeline):
             try:
                 with self.context.sessions.begin() as session:
                     lock_writes(session)
-                    return save_items(session, [write], self.channels, stories=self.stories.rule)[0]
+                    return self._save_items(session, [write])[0]
             except IntegrityError:
                 if attempt == 2:
                     break

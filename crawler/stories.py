@@ -110,6 +110,8 @@ class MinHashStories:
     def signatures(self, items: Sequence[ItemWrite]) -> list[Signed | None]:
         """The signatures of ``items``, their MinHashes computed together."""
         shingled = [self._shingles(item) for item in items]
+        if all(s is None for s in shingled):  # nothing to hash (a revisit's empty batch): no numpy import
+            return [None] * len(shingled)
         hashed = _minhashes([s for s in shingled if s is not None], self._affine())
         out: list[Signed | None] = []
         for values in shingled:

@@ -37,8 +37,9 @@ def prepare(lines: list[tuple[int, str | bytes]], backend: str, now: datetime) -
 
 def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datetime) -> dict[str, Any]:
     """The record checked, with ``_sources``, ``_versions`` (in version order, fetched times
-    parsed, ``now`` when missing), ``_kept`` (the versions with distinct content, the ones a new
-    item stores), ``_first_seen``, ``_published``, ``_matches``, ``_url_key``, ``_guid_key``,
+    parsed, ``now`` when missing), ``_kept`` (the versions with distinct content, and those that
+    mark a removal or a return: the ones a new item stores), ``_first_seen``, ``_published``,
+    ``_matches``, ``_url_key``, ``_guid_key``,
     ``_terms`` (the search terms of the last kept version), ``_tsv`` (on PostgreSQL, see
     ``tsvector_literal``), and ``_at``: a new item's times as the driver takes them (``_at``
     of each kept version: its fetched time). The exported title, text, versions and matches
@@ -54,9 +55,10 @@ def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datet
     guid = record.get("guid")
     record["_url_key"] = key_of(record["canonical_url"])
     record["_guid_key"] = key_of(guid) if isinstance(guid, str) and guid else None
-    kept, seen = [], set()
-    for v in versions:
-        if v["content_hash"] not in seen:
+    kept: list[dict[str, Any]] = []
+    seen = set()
+    for v in versions:  # a removal (or a return) keeps the text: kept for its state
+        if v["content_hash"] not in seen or bool(v.get("removed")) != bool(kept[-1].get("removed")):
             seen.add(v["content_hash"])
             kept.append(v)
     record["_kept"] = kept

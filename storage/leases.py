@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageError
-from storage.models import AlertEvent, Source, Worker
+from storage.models import AlertEvent, Revisit, Source, Worker
 
 
 class DaemonLockedError(StorageError):
@@ -145,6 +145,10 @@ def _free_leases_of(session: Session, worker_ids: Sequence[str]) -> None:
                     .values(lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False))
     session.execute(update(AlertEvent).where(AlertEvent.lease_owner.in_(list(worker_ids)))
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False))
+    # revisits a killed round had claimed: due again now, not when their lease ends
+    session.execute(update(Revisit).where(Revisit.lease_owner.in_(list(worker_ids)))
                     .values(lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False))
 
