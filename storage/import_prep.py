@@ -14,7 +14,7 @@ from typing import Any
 
 from storage.errors import ImportLineError
 from storage.keys import key_of
-from storage.search import search_terms
+from storage.search import fts5_terms, search_terms
 
 # One prepared line: (line number, the record or None, the reason it is bad or None).
 Prepared = tuple[int, dict[str, Any] | None, str | None]
@@ -61,7 +61,7 @@ def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datet
             kept.append(v)
     record["_kept"] = kept
     terms = search_terms(kept[-1].get("title") or "", kept[-1].get("text") or "")
-    record["_terms"] = terms
+    record["_terms"] = terms if to_db is None else fts5_terms(terms)  # on SQLite: as items_fts stores them
     record["_tsv"] = tsvector_literal(terms) if to_db is None else None
     at = to_db or _same
     record["_at"] = (at(published) if published else None, at(first_seen), at(kept[-1]["_fetched"]),
