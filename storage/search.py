@@ -100,13 +100,16 @@ def parse_query(text: str) -> Query:
 # the folding unicode61 did (diacritics removed: ş → s, é → e; ``_`` separates) is done here,
 # on the terms stored and on the terms queried, so searches find what they found before.
 _FOLD = str.maketrans(SOURCE, TARGET, DROPPED)
-_FOLDED = re.compile("[" + "".join(re.escape(c) for c in SOURCE + DROPPED if not c.isascii()) + "]")
+# Characters unicode61 keeps as they are (Latin and Russian lower-case letters, digits; the fold
+# table holds none of them): terms of only these, most terms, need no look-up per character.
+UNFOLDED = "0-9a-z\u0430-\u044f "
+_NOT_UNFOLDED = re.compile(f"[^{UNFOLDED}]")
 
 
 def fts5_terms(terms: str) -> str:
     """``terms`` as SQLite's full-text table stores and queries them (folded as FTS5's
     ``unicode61 remove_diacritics 2`` tokenizer would fold them)."""
-    return terms.translate(_FOLD) if _FOLDED.search(terms) is not None else terms
+    return terms.translate(_FOLD) if _NOT_UNFOLDED.search(terms) is not None else terms
 
 
 def _fts5_phrase(terms: list[str]) -> str:
