@@ -9,6 +9,8 @@ from functools import cache
 
 import Stemmer
 
+from storage.fts_fold import DROPPED, SOURCE, TARGET
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _QUERY_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
@@ -93,8 +95,25 @@ def parse_query(text: str) -> Query:
     return query
 
 
+# SQLite's full-text table reads terms with FTS5's ``ascii`` tokenizer (spaces separate them;
+# any non-ASCII character is part of a term), a third of the cost of ``unicode61`` per row;
+# the folding unicode61 did (diacritics removed: ş → s, é → e; ``_`` separates) is done here,
+# on the terms stored and on the terms queried, so searches find what they found before.
+_FOLD = str.maketrans(SOURCE, TARGET, DROPPED)
+# Characters unicode61 keeps as they are (Latin and Russian lower-case letters, digits; the fold
+# table holds none of them): terms of only these, most terms, need no look-up per character.
+UNFOLDED = "0-9a-z\u0430-\u044f "
+_NOT_UNFOLDED = re.compile(f"[^{UNFOLDED}]")
+
+
+def fts5_terms(terms: str) -> str:
+    """``terms`` as SQLite's full-text table stores and queries them (folded as FTS5's
+    ``unicode61 remove_diacritics 2`` tokenizer would fold them)."""
+    return terms.translate(_FOLD) if _NOT_UNFOLDED.search(terms) is not None else terms
+
+
 def _fts5_phrase(terms: list[str]) -> str:
-    return '"' + " ".join(terms) + '"'
+    return '"' + fts5_terms(" ".join(terms)) + '"'
 
 
 def fts5_match(query: Query) -> str | None:

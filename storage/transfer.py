@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from storage.import_prep import Prepared, prepare
+from storage.import_prep import Prepared, copy_binary, prepare
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
 from storage.serialize import item_dict, raw_body, version_dict
 from storage.writes import index_item, index_items
@@ -505,15 +505,19 @@ class _Bulk:
             for row in rows:
                 copy.write_row(row)
 
-    def search(self, rows: list[tuple[int, str, str | None]]) -> None:
+    def search(self, rows: list[tuple[int, str, bytes | None]]) -> None:
         """Full-text rows of new items (as ``repository.index_item(fresh=True)``): FTS5 rows on
-        SQLite; on PostgreSQL the tsvector literal where ``import_prep`` could make one, else
+        SQLite; on PostgreSQL the tsvector in binary where ``import_prep`` could make it, else
         ``to_tsvector`` on the server."""
         if self.sqlite:
             self.driver.cursor().executemany("INSERT INTO items_fts(rowid, terms) VALUES (?, ?)",
                                              [(i, terms) for i, terms, _ in rows])
             return
-        self.rows("items_search", ("item_id", "terms"), [(i, tsv) for i, _, tsv in rows if tsv is not None])
+        binary = [(i, tsv) for i, _, tsv in rows if tsv is not None]
+        if binary:
+            with self.driver.cursor() as cursor, \
+                    cursor.copy("COPY items_search (item_id, terms) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(copy_binary(binary))
         parsed = [(i, terms) for i, terms, tsv in rows if tsv is None]
         if parsed:
             index_items(self.session, parsed, fresh=True)
