@@ -3,6 +3,7 @@ writes events (JSON lines) on stdout, logs on stderr; exit 0 when the round ran.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -83,6 +84,9 @@ def crawl_round(job: CrawlJob, out: TextIO) -> None:
     context = RoundContext(job=job, sessions=sessions, ledger=ledger)
     process = AsyncCrawlerProcess({**round_settings(job), ROUND_SETTING: context})
     process.crawl(RoundSpider)
+    # The modules and objects made so far live as long as the process: keep them out of the
+    # cyclic collector's full passes, which otherwise walk them all (~0.25 s each).
+    gc.freeze()
     process.start(install_signal_handlers=True)
     engine.dispose()
 
