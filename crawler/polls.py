@@ -315,9 +315,10 @@ class RoundContext:
     def matcher(self) -> OrgMatcher:
         """The organisation matcher, built once per round."""
         if self._matcher is None:
-            from crawler.matching import OrgMatcher
+            from crawler.matching import OrgMatcher, release_morphology
 
             self._matcher = OrgMatcher(list(self.job.organisations))
+            release_morphology()
         return self._matcher
 
     def topic(self, source_id: str) -> str | None:
