@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO
 
 from loguru import logger
 from pydantic import ValidationError
@@ -23,6 +24,11 @@ EXIT_WATCHDOG = 124
 WATCHDOG_GRACE = 3.0
 CRAWL_SQLITE_CACHE_MIB = 16
 
+
+class _Clock(Protocol):
+    """The one method of Twisted's reactor the ledger schedules with."""
+
+    def callLater(self, delay: float, fn: Callable[[], object]) -> object: ...  # noqa: N802 - Twisted's name
 
 def setup_logging(level: str, json_lines: bool) -> None:
     """The daemon's sink and format (crawler.logs), on the stderr it shares with the daemon;
@@ -81,7 +87,8 @@ def crawl_round(job: CrawlJob, out: TextIO) -> None:
     def later(seconds: float, fn: Any) -> object:
         from twisted.internet import reactor  # installed by AsyncCrawlerProcess by now
 
-        return reactor.callLater(seconds, fn)  # type: ignore[attr-defined]
+        clock: _Clock = reactor  # zope's IReactorTime reads as if callLater took self first
+        return clock.callLater(seconds, fn)
 
     ledger = RoundLedger(sessions, job.crawl, worker_id=job.worker_id, progress=job.progress,
                          emit=emit, schedule=later, turn=WriteTurn(job.database_url))

@@ -220,11 +220,11 @@ class OrgMatcher:
         side needs only a Snowball stem per token.
         """
         if not _CYRILLIC.search(word):
-            stem = self._en.stemWord(word)
+            stem: str = self._en.stemWord(word)  # snowballstemmer ships no types
             self._stem_keys.setdefault(stem, set()).add("s" + stem)
             return stem
         parses = _morph().parse(word)
-        stem = self._ru.stemWord(parses[0].normal_form.replace("ё", "е"))
+        stem = self._ru.stemWord(parses[0].normal_form.replace("ё", "е"))  # a str, untyped
         forms = {form.word.replace("ё", "е") for parse in parses for form in parse.lexeme}
         for form_stem in self._ru.stemWords([word, *forms]):
             self._stem_keys.setdefault(form_stem, set()).add("s" + stem)
