@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.models import AlertEvent, FetchLog, Item, ItemSource, ItemVersion, Match, Source, Worker
 from storage.revisits import RevisitStats, revisit_stats
-from storage.search import Query, fts5_excluded, fts5_match, parse_query, tsquery
+from storage.search import Query, fts5_excluded, fts5_match, parse_query, phrase_pairs, tsquery
 from storage.serialize import iso, item_dict, version_dict
 
 MAX_LIMIT = 1000
@@ -92,13 +92,19 @@ def _fulltext(session: Session, query: str) -> list[Any]:
 
 
 def _pg_fulltext(parsed: Query) -> Any:
-    """The full-text clause on PostgreSQL: its planner chooses between collecting the matches
-    (GIN) and testing items along the newest-first walk from its statistics. A run-time choice
-    for phrases like SQLite's (walk the newest items in steps, collect when the hit rate seen
-    says that is cheaper) was measured slower than the planner's on the 200,000-item bench
-    (bench/README.md, "Search on PostgreSQL"), so there is none."""
+    """The full-text clause on PostgreSQL. A phrase first narrows to the rows whose index of
+    adjacent word pairs (``items_search.pairs``, GIN) holds its pairs, so its positions are
+    checked on those few rows only: the GIN index on the tsvector cannot check positions, and
+    two common words share tens of thousands of items. Otherwise its planner chooses between
+    collecting the matches (GIN) and testing items along the newest-first walk from its
+    statistics (a run-time choice like SQLite's was measured slower: bench/README.md)."""
+    where, params = ["terms @@ to_tsquery('simple', :tsq)"], {"tsq": tsquery(parsed)}
+    for g, group in enumerate(phrase_pairs(parsed)):
+        names = [f"pairs_{g}_{a}" for a in range(len(group))]
+        where.append("(" + " OR ".join(f"pairs @> CAST(:{n} AS text[])" for n in names) + ")")
+        params.update(zip(names, group))  # noqa: B905
     return Item.id.in_(select(text("item_id")).select_from(text("items_search"))
-                       .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed)))
+                       .where(text(" AND ".join(where))).params(**params))
 
 
 def _organisations(session: Session, organisations: Sequence[str]) -> Any:

@@ -54,6 +54,30 @@ def search_terms(*texts: str) -> str:
     return " ".join(s for text in texts for s in stems(text))
 
 
+# Words that PostgreSQL's default parser reads as one token each, unchanged by the 'simple'
+# configuration (ASCII lower-case letters and digits, Russian lower-case letters), so that a
+# word's position in ``terms`` is its position in ``to_tsvector('simple', terms)``.
+_NOT_PLAIN = re.compile(r"[^0-9a-z\u0430-\u044f ]")
+_MAX_WORD = 1000  # characters (to_tsvector drops words over 2,047 bytes)
+_MAX_POSITION = 16383  # to_tsvector gives every later word this position
+
+
+def search_pairs(terms: str) -> list[str] | None:
+    """The adjacent word pairs of ``terms`` ("w1 w2", each once), for PostgreSQL's index of
+    pairs (``items_search.pairs``), which narrows a phrase to the items holding its pairs
+    before its positions are checked. They equal the pairs that the positions of
+    ``to_tsvector('simple', terms)`` give (the server's ``search_pairs(tsvector)``, which the
+    writers use when this returns None: when a word is outside the plain alphabet or a limit
+    is reached, and the server's parse could differ). Computed here so imports need not parse
+    on the server; every writer of ``items_search`` calls this."""
+    if _NOT_PLAIN.search(terms) is not None:
+        return None
+    words = terms.split()
+    if len(words) > _MAX_POSITION or (words and max(map(len, words)) > _MAX_WORD):
+        return None
+    return list(dict.fromkeys([f"{a} {b}" for a, b in zip(words, words[1:])]))  # noqa: B905
+
+
 @dataclass
 class Query:
     """A parsed query: every group must match (a group is alternatives joined by OR);
@@ -124,6 +148,19 @@ def tsquery(query: Query) -> str | None:
         parts.append(f"({alternatives})")
     parts.extend(f"!({_ts_phrase(p)})" for p in query.excluded)
     return " & ".join(parts) or None
+
+
+def phrase_pairs(query: Query) -> list[list[list[str]]]:
+    """What ``items_search.pairs`` must hold for ``query`` to match: for each positive group
+    whose every alternative is a phrase of plain words (a single word or another alphabet
+    narrows nothing), the pairs of each alternative (a row holds all of one alternative's)."""
+    out = []
+    for group in query.groups:
+        pairs = [[f"{a} {b}" for a, b in zip(p, p[1:])] for p in group]  # noqa: B905
+        if all(p and not _NOT_PLAIN.search(" ".join(a)) and max(map(len, a)) <= _MAX_WORD
+               for p, a in zip(pairs, group)):  # noqa: B905
+            out.append([list(dict.fromkeys(p)) for p in pairs])
+    return out
 
 
 def _has_phrase(terms: list[str], phrase: list[str]) -> bool:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.import_prep import Prepared, prepare
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
+from storage.search import search_pairs
 from storage.serialize import item_dict, raw_body, version_dict
 from storage.writes import index_item, index_items
 
@@ -511,8 +512,11 @@ class _Bulk:
             self.driver.cursor().executemany("INSERT INTO items_fts(rowid, terms) VALUES (?, ?)",
                                              [(i, terms) for i, terms, _ in rows])
             return
-        self.rows("items_search", ("item_id", "terms"), [(i, tsv) for i, _, tsv in rows if tsv is not None])
-        parsed = [(i, terms) for i, terms, tsv in rows if tsv is None]
+        copied = [(i, tsv, pairs) for i, terms, tsv in rows
+                  if tsv is not None and (pairs := search_pairs(terms)) is not None]
+        self.rows("items_search", ("item_id", "terms", "pairs"), copied)
+        done = {i for i, _, _ in copied}
+        parsed = [(i, terms) for i, terms, _ in rows if i not in done]
         if parsed:
             index_items(self.session, parsed, fresh=True)
 

@@ -1,0 +1,45 @@
+"""search pairs: on PostgreSQL, an index of each item's adjacent word pairs (issue #23), so a
+phrase is narrowed by exact GIN lookups before its positions are checked
+
+Revision ID: 0007_search_pairs
+Revises: 0006
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0007_search_pairs"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+# The pairs "w1 w2" of the lexemes at adjacent positions of a tsvector: exactly the pairs that
+# its phrase operator (<->) can match. storage.search.search_pairs computes the same in Python.
+SEARCH_PAIRS = """
+CREATE FUNCTION search_pairs(v tsvector) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    WITH at AS (SELECT u.lexeme, p FROM unnest(v) u, unnest(u.positions) p)
+    SELECT coalesce(array_agg(DISTINCT a.lexeme || ' ' || b.lexeme), '{}')
+    FROM at a JOIN at b ON b.p = a.p + 1
+$$
+"""
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        return  # FTS5 checks phrases from its own positions
+    op.execute(SEARCH_PAIRS)
+    op.execute('ALTER TABLE items_search ADD COLUMN pairs text[] COLLATE "C"')
+    op.execute("UPDATE items_search SET pairs = search_pairs(terms)")
+    op.execute("ALTER TABLE items_search ALTER COLUMN pairs SET NOT NULL")
+    op.execute("CREATE INDEX ix_items_search_pairs ON items_search USING gin (pairs)")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        return
+    op.execute("DROP INDEX ix_items_search_pairs")
+    op.execute("ALTER TABLE items_search DROP COLUMN pairs")
+    op.execute("DROP FUNCTION search_pairs(tsvector)")
