@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+
 import pytest
 from alembic import command
 from sqlalchemy import text
