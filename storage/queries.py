@@ -98,8 +98,13 @@ def _pg_fulltext(parsed: Query) -> Any:
     two common words share tens of thousands of items. Otherwise its planner chooses between
     collecting the matches (GIN) and testing items along the newest-first walk from its
     statistics (a run-time choice like SQLite's was measured slower: bench/README.md)."""
-    where, params = ["terms @@ to_tsquery('simple', :tsq)"], {"tsq": tsquery(parsed)}
-    for g, group in enumerate(phrase_pairs(parsed)):
+    narrowed = phrase_pairs(parsed)
+    # Narrowed, the tsquery is checked by its function (ts_match_vq is what @@ calls) on the few
+    # rows the pairs give: as an operator, the planner would also scan its GIN index (tens of
+    # thousands of entries for two common words) to AND the two, which costs more than it saves.
+    match = "ts_match_vq(terms, to_tsquery('simple', :tsq))" if narrowed else "terms @@ to_tsquery('simple', :tsq)"
+    where, params = [match], {"tsq": tsquery(parsed)}
+    for g, group in enumerate(narrowed):
         names = [f"pairs_{g}_{a}" for a in range(len(group))]
         where.append("(" + " OR ".join(f"pairs @> CAST(:{n} AS text[])" for n in names) + ")")
         params.update(zip(names, group))  # noqa: B905
@@ -165,11 +170,14 @@ def iter_search(session: Session, flt: SearchFilter, *, page_size: int = MAX_LIM
 
 
 def _no_jit(session: Session) -> None:
-    """No JIT compilation for this transaction's queries on PostgreSQL: a walk whose end the
-    planner cannot foresee is costed high enough to be compiled, which takes 300–400 ms, far
-    more than any search query runs."""
+    """No JIT compilation and no parallel workers for this transaction's queries on PostgreSQL:
+    a walk whose end the planner cannot foresee is costed high enough to be compiled, which
+    takes 300–400 ms, far more than any search query runs; and a page of newest-first items
+    needs no workers: each walks its own share of the index past the page (15× the items a
+    single walk tests for a common phrase), and starting them costs more than most pages."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL jit = off"))
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
 
 
 def _search_clauses(session: Session, flt: SearchFilter) -> list[Any]:
