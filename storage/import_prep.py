@@ -14,7 +14,7 @@ from typing import Any
 
 from storage.errors import ImportLineError
 from storage.keys import key_of
-from storage.search import search_terms
+from storage.search import search_pairs, search_terms
 
 # One prepared line: (line number, the record or None, the reason it is bad or None).
 Prepared = tuple[int, dict[str, Any] | None, str | None]
@@ -40,8 +40,9 @@ def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datet
     parsed, ``now`` when missing), ``_kept`` (the versions with distinct content, the ones a new
     item stores), ``_first_seen``, ``_published``, ``_matches``, ``_url_key``, ``_guid_key``,
     ``_terms`` (the search terms of the last kept version), ``_tsv`` (on PostgreSQL, see
-    ``tsvector_literal``), and ``_at``: a new item's times as the driver takes them (``_at``
-    of each kept version: its fetched time). The exported title, text, versions and matches
+    ``tsvector_literal``), ``_pairs`` (with ``_tsv``: ``storage.search.search_pairs``), and
+    ``_at``: a new item's times as the driver takes them (``_at`` of each kept version: its
+    fetched time). The exported title, text, versions and matches
     are dropped once read."""
     record = _check(raw)
     versions = _versions(record)
@@ -63,6 +64,7 @@ def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datet
     terms = search_terms(kept[-1].get("title") or "", kept[-1].get("text") or "")
     record["_terms"] = terms
     record["_tsv"] = tsvector_literal(terms) if to_db is None else None
+    record["_pairs"] = search_pairs(terms) if record["_tsv"] is not None else None
     at = to_db or _same
     record["_at"] = (at(published) if published else None, at(first_seen), at(kept[-1]["_fetched"]),
                      at(published or first_seen))

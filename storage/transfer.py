@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.import_prep import Prepared, prepare
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
-from storage.search import search_pairs
 from storage.serialize import item_dict, raw_body, version_dict
 from storage.writes import index_item, index_items
 
@@ -294,7 +293,7 @@ class Importer:
             for m in record["_matches"]:
                 matches.append((item_id, m["organisation"], m["alias"], m["form"], m["snippet"], m["start"],
                                 m["end"], False))
-            search.append((item_id, record["_terms"], record["_tsv"]))
+            search.append((item_id, record["_terms"], record["_tsv"], record["_pairs"]))
         bulk.rows("items", _ITEM_COLUMNS, items)
         bulk.rows("item_versions", _VERSION_COLUMNS, versions)
         bulk.rows("item_sources", _LINK_COLUMNS, links)
@@ -504,19 +503,17 @@ class _Bulk:
             for row in rows:
                 copy.write_row(row)
 
-    def search(self, rows: list[tuple[int, str, str | None]]) -> None:
+    def search(self, rows: list[tuple[int, str, str | None, list[str] | None]]) -> None:
         """Full-text rows of new items (as ``repository.index_item(fresh=True)``): FTS5 rows on
-        SQLite; on PostgreSQL the tsvector literal where ``import_prep`` could make one, else
-        ``to_tsvector`` on the server."""
+        SQLite; on PostgreSQL the tsvector literal and word pairs where ``import_prep`` could
+        make them, else ``to_tsvector`` on the server."""
         if self.sqlite:
             self.driver.cursor().executemany("INSERT INTO items_fts(rowid, terms) VALUES (?, ?)",
-                                             [(i, terms) for i, terms, _ in rows])
+                                             [(i, terms) for i, terms, *_ in rows])
             return
-        copied = [(i, tsv, pairs) for i, terms, tsv in rows
-                  if tsv is not None and (pairs := search_pairs(terms)) is not None]
-        self.rows("items_search", ("item_id", "terms", "pairs"), copied)
-        done = {i for i, _, _ in copied}
-        parsed = [(i, terms) for i, terms, _ in rows if i not in done]
+        self.rows("items_search", ("item_id", "terms", "pairs"),
+                  [(i, tsv, pairs) for i, _, tsv, pairs in rows if tsv is not None and pairs is not None])
+        parsed = [(i, terms) for i, terms, tsv, pairs in rows if tsv is None or pairs is None]
         if parsed:
             index_items(self.session, parsed, fresh=True)
 
