@@ -18,7 +18,7 @@ depends_on = None
 # The pairs "w1 w2" of the lexemes at adjacent positions of a tsvector: exactly the pairs that
 # its phrase operator (<->) can match. storage.search.search_pairs computes the same in Python.
 SEARCH_PAIRS = """
-CREATE FUNCTION search_pairs(v tsvector) RETURNS text[]
+CREATE OR REPLACE FUNCTION search_pairs(v tsvector) RETURNS text[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     WITH at AS (SELECT u.lexeme, p FROM unnest(v) u, unnest(u.positions) p)
     SELECT coalesce(array_agg(DISTINCT a.lexeme || ' ' || b.lexeme), '{}')
