@@ -503,7 +503,7 @@ class _Bulk:
             for row in rows:
                 copy.write_row(row)
 
-    def search(self, rows: list[tuple[int, str, str | None, list[str] | None]]) -> None:
+    def search(self, rows: list[tuple[int, str, str | None, str | None]]) -> None:
         """Full-text rows of new items (as ``repository.index_item(fresh=True)``): FTS5 rows on
         SQLite; on PostgreSQL the tsvector literal and word pairs where ``import_prep`` could
         make them, else ``to_tsvector`` on the server."""
