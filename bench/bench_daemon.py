@@ -4,6 +4,8 @@ daemon polling many local feeds, with a real `newsmon run` process, fixture serv
     .venv/bin/python bench/bench_daemon.py latency [--stories 12] [--interval 3]
     .venv/bin/python bench/bench_daemon.py memory --quick          # 100 feeds, 10 s interval, 3 min
     .venv/bin/python bench/bench_daemon.py memory --feeds 1000 --interval 60 --minutes 30
+    .venv/bin/python bench/bench_daemon.py memory --feeds 300 --interval 20 --minutes 12 \
+        --diagnose /tmp/snap --diagnose-minutes 1.5 --diagnose-frames 0   # bench/memdiag.py
 """
 
 from __future__ import annotations
@@ -74,9 +76,12 @@ allow_private = true
     return config
 
 
-def start_daemon(config: Path, tmp: Path) -> subprocess.Popen[bytes]:
+def start_daemon(config: Path, tmp: Path, diagnose: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """``newsmon run`` in a process of its own; with ``diagnose`` (bench/memdiag.py's options),
+    through the memory diagnostic."""
     log = open(tmp / "daemon.log", "wb")  # noqa: SIM115 - lives as long as the daemon
-    return subprocess.Popen([sys.executable, "-m", "scheduler", "--config", str(config), "run"],
+    start = [str(ROOT / "bench" / "memdiag.py"), *diagnose, "--"] if diagnose else ["-m", "scheduler"]
+    return subprocess.Popen([sys.executable, *start, "--config", str(config), "run"],
                             cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -144,7 +149,11 @@ def memory(args: argparse.Namespace) -> None:
     for p in paths:
         site.set(p, feed_items(p, site, [f"Item {j} of {p}" for j in range(20)]))
     config = write_config(tmp, site, paths, f"{receiver.url}/hook", interval, args.batch)
-    daemon = start_daemon(config, tmp)
+    diagnose = None
+    if args.diagnose:
+        diagnose = ["--prefix", args.diagnose, "--minutes", str(args.diagnose_minutes),
+                    "--frames", str(args.diagnose_frames)]
+    daemon = start_daemon(config, tmp, diagnose)
     warmup = min(300.0, minutes * 60 / 6)
     start = time.monotonic()
     samples: list[tuple[float, int, int]] = []
@@ -186,6 +195,10 @@ def main() -> None:
     mem.add_argument("--minutes", type=float, default=30.0)
     mem.add_argument("--batch", type=int, default=200)
     mem.add_argument("--csv", metavar="PATH", help="write every RSS sample (every 5 s) to this file")
+    mem.add_argument("--diagnose", metavar="PREFIX",
+                     help="run the daemon under bench/memdiag.py, snapshots to PREFIX-NNN.txt")
+    mem.add_argument("--diagnose-minutes", type=float, default=5.0, help="between snapshots")
+    mem.add_argument("--diagnose-frames", type=int, default=1, help="traceback depth; 0: tracemalloc off")
     args = parser.parse_args()
     latency(args) if args.mode == "latency" else memory(args)
 

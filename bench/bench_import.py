@@ -182,23 +182,62 @@ def drop_pg(server: str, url: str) -> None:
     admin.dispose()
 
 
-def run_newsmon(url: str, data: Path, tmp: Path, count: int) -> tuple[float, float, str]:
+def run_newsmon(url: str, data: Path, tmp: Path, count: int,
+                server: str | None = None) -> tuple[float, float, str, float | None]:
     from storage.db import make_engine, upgrade
     engine = make_engine(url)
     upgrade(engine)  # migrated before the clock starts: the import alone is timed
     engine.dispose()
     config = tmp / f"newsmon-{uuid.uuid4().hex[:6]}.toml"
     config.write_text(f'[storage]\nurl = "{url}"\n', encoding="utf-8")
+    before = server_cpu(server) if server else None
     wall, cpu, done = timed([*NEWSMON, "--config", str(config), "import", str(data)])
+    after = server_cpu(server) if server else None
     summary = done.stderr.strip().splitlines()[-1]
     if f"imported {count} new items" not in summary:
         raise SystemExit(f"unexpected import report: {summary}")
-    return wall, cpu, summary
+    return wall, cpu, summary, after - before if before is not None and after is not None else None
 
 
-def row(label: str, count: int, wall: float, cpu: float, base_wall: float | None) -> str:
+def row(label: str, count: int, wall: float, cpu: float, server: float | None, base_wall: float | None) -> str:
     ratio = f"{wall / base_wall:.2f}×" if base_wall else "1×"
-    return f"| {label} | {wall:.1f} | {cpu:.1f} | {count / wall:,.0f} | {ratio} |"
+    server_cpu = "" if server is None else f"{server:.1f}"
+    return f"| {label} | {wall:.1f} | {cpu:.1f} | {server_cpu} | {count / wall:,.0f} | {ratio} |"
+
+
+def _ticks(pid: str) -> int:
+    """utime + stime + cutime + cstime of a process (its own CPU and that of its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15])
+
+
+def server_cpu(server: str) -> float | None:
+    """CPU seconds used so far by the PostgreSQL cluster (its postmaster and every backend and
+    worker, live or ended), when it runs on this machine and /proc shows it; else None."""
+    from sqlalchemy import create_engine, text
+    engine = create_engine(server)
+    try:
+        with engine.connect() as conn:
+            data = conn.execute(text("SHOW data_directory")).scalar()
+        postmaster = (Path(str(data)) / "postmaster.pid").read_text().split()[0]
+        children = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and _parent(p.name) == postmaster]
+        return sum(_ticks(pid) for pid in [postmaster, *children]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+    finally:
+        engine.dispose()
+
+
+def _parent(pid: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        return None
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -222,33 +261,40 @@ def main() -> None:
         generate(data, count)
         size = data.stat().st_size / 1e6
         print(f"\n{count:,} records, {size:,.0f} MB of JSONL (generated in {time.perf_counter() - began:.0f} s)\n")
-        print("| run | wall s | CPU s (client) | items/s | wall ratio to baseline |")
-        print("|---|---|---|---|---|")
+        print(f"{load()} at the start")
+        print("| run | wall s | CPU s (client) | CPU s (PostgreSQL server) | items/s | wall ratio to baseline |")
+        print("|---|---|---|---|---|---|")
         for backend in backends:
+            base_server = server_used = None
             if backend == "sqlite":
                 base_wall, base_cpu, _ = timed([sys.executable, __file__, "--baseline", "sqlite",
                                                 str(tmp / "baseline.db"), str(data)])
-                wall, cpu, summary = run_newsmon(f"sqlite:///{tmp / 'newsmon.db'}", data, tmp, count)
+                wall, cpu, summary, _ = run_newsmon(f"sqlite:///{tmp / 'newsmon.db'}", data, tmp, count)
                 label = "SQLite"
             elif server:
                 base_url, base_libpq = fresh_pg(server)
                 try:
+                    before = server_cpu(server)
                     base_wall, base_cpu, _ = timed([sys.executable, __file__, "--baseline", "postgresql",
                                                     base_libpq, str(data)])
+                    after = server_cpu(server)
+                    base_server = after - before if before is not None and after is not None else None
                 finally:
                     drop_pg(server, base_url)
                 url, _ = fresh_pg(server)
                 try:
-                    wall, cpu, summary = run_newsmon(url, data, tmp, count)
+                    wall, cpu, summary, server_used = run_newsmon(url, data, tmp, count, server)
                 finally:
                     drop_pg(server, url)
                 label = "PostgreSQL"
             else:
-                print("| PostgreSQL | skipped: set NEWSMON_BENCH_PG_URL | | | |")
+                print("| PostgreSQL | skipped: set NEWSMON_BENCH_PG_URL | | | | |")
                 continue
-            print(row(f"{label}: newsmon import (FTS maintained)", count, wall, cpu, base_wall))
-            print(row(f"{label}: baseline, plain driver executemany (no FTS)", count, base_wall, base_cpu, None))
-            print(f"|  | ({summary}) | | | |", flush=True)
+            print(row(f"{label}: newsmon import (FTS maintained)", count, wall, cpu, server_used, base_wall))
+            print(row(f"{label}: baseline, plain driver executemany (no FTS)", count, base_wall, base_cpu,
+                      base_server, None))
+            print(f"|  | ({summary}) | | | | |", flush=True)
+        print(f"{load()} at the end")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,17 @@ SQLite database:
 
   first    the feeds and every article page, stored (the first poll of the pages)
   idle     the feeds answer 304 and no revisit is due: the fixed cost of a round
-  200      every item's first revisit: its page is fetched again (no validators yet) and
-           compared — unchanged (only its chrome differs)
-  304      every item's second revisit: a conditional request answered 304
+  200      every item's first revisit, the server ignoring If-None-Match: its page is fetched
+           again and compared — unchanged (only its chrome differs)
+  304      every item's second revisit: a conditional request answered 304 (the ETag kept
+           from the first fetch)
 
 Each revisit round is made due by moving the items' first-seen times back (no waiting).
 Figures are CPU seconds (user + sys) of the crawl processes, less the idle round's, per 1,000
 pages. Targets: a 304 revisit ≤ 10 % of a first article fetch, an unchanged 200 ≤ 50 %.
-Usage: .venv/bin/python bench/bench_revisits.py [--feeds N] [--items N]
+Usage: .venv/bin/python bench/bench_revisits.py [--feeds N] [--items N] [--profile ROUND]
+(--profile first|200|304: cProfile of that round's crawl process, printed after the figures;
+it slows that round down, so its figure is not comparable)
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     feeds: dict[str, tuple[bytes, str]] = {}
     base = ""
+    conditional = True  # False: article pages ignore If-None-Match (a server that never says 304)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -96,7 +100,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = self.path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "a":
             etag = f'"a-{parts[1]}-{parts[2]}"'  # the article's content never changes
-            if self.headers.get("If-None-Match") == etag:
+            if self.conditional and self.headers.get("If-None-Match") == etag:
                 self._send(304, b"", "text/html", etag)
             else:
                 self._send(200, article(int(parts[1]), int(parts[2]), random.Random()),
@@ -145,6 +149,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--feeds", type=int, default=20)
     parser.add_argument("--items", type=int, default=25)
+    parser.add_argument("--profile", choices=["first", "200", "304"])
     args = parser.parse_args()
     urls = serve(args.feeds, args.items)
     pages = args.feeds * args.items
@@ -161,10 +166,21 @@ def main() -> int:
         with make_session_factory(engine).begin() as session:
             sync_sources(session, [SourceRow(s.id, s.kind, s.url) for s in config.sources], datetime.now(UTC))
 
+        profile_dir = Path(tmp) / "profile"
+
         def round_cpu(label: str) -> float:
+            if label == args.profile:
+                from bench_crawl import enable_profiling
+
+                profile_dir.mkdir()
+                enable_profiling(profile_dir)
             before = children_cpu()
             report = crawl_round(config, None, timeout=600)
             cpu = children_cpu() - before
+            if label == args.profile:
+                from bench_crawl import disable_profiling
+
+                disable_profiling()
             bad = [e for e in report.sources if e.outcome == "error"]
             print(f"{label:>6}: {cpu:6.2f} s CPU, {report.seconds:5.1f} s wall"
                   + (f", {len(bad)} errors: {bad[0].message}" if bad else ""))
@@ -173,13 +189,19 @@ def main() -> int:
         first = round_cpu("first")
         idle = round_cpu("idle")
         make_due(url)
+        Handler.conditional = False  # the validators kept from the first fetch are not honoured
         unchanged = round_cpu("200")
         make_due(url)
+        Handler.conditional = True
         not_modified = round_cpu("304")
         with make_session_factory(engine)() as session:
             versions = session.scalar(select(func.count()).select_from(ItemVersion))
             done = session.scalar(select(func.sum(Revisit.done)))
         engine.dispose()
+        if args.profile:
+            from bench_crawl import print_profile
+
+            print_profile(profile_dir, Path(tempfile.gettempdir()) / f"bench-revisits-{args.profile}.prof")
     assert versions == pages, f"{versions} versions for {pages} pages: a revisit stored a version"
     assert done == 2 * pages, f"{done} revisits done, expected {2 * pages}"
     per = 1000 / pages

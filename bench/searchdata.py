@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
-from storage.search import search_pairs, search_terms
+from storage.search import fts5_terms, search_pairs, search_terms
 
 REAL_RU = ("министр встреча посол сотрудничество безопасность экономика переговоры визит заявление "
            "делегация саммит форум председательство азия регион торговля энергетика транспорт культура "
@@ -171,5 +171,5 @@ def _executemany(raw, rows: dict[str, list[tuple]]) -> None:
     many(f"INSERT INTO item_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows["versions"])
     many(f"INSERT INTO matches ({MATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows["matches"])
     many(f"INSERT INTO item_sources ({LINK_COLUMNS}) VALUES (?, ?, ?, ?)", rows["links"])
-    many("INSERT INTO items_fts (rowid, terms) VALUES (?, ?)", rows["search"])
+    many("INSERT INTO items_fts (rowid, terms) VALUES (?, ?)", [(i, fts5_terms(t)) for i, t in rows["search"]])
 

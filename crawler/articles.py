@@ -37,7 +37,7 @@ _MAX_JSON_LD = 200_000
 
 
 def extract_article(
-    html: str, *, url: str, selector: str | None = None, timezone: str = "UTC"
+    html: str, *, url: str, selector: str | None = None, timezone: str = "UTC", metadata: bool = True
 ) -> Article:
     """Text, title, canonical URL and publication time of an article page.
 
@@ -46,6 +46,7 @@ def extract_article(
     :param selector: a CSS selector for the body (the source's ``article_selector``);
         without one, or when it matches nothing, trafilatura finds the main text.
     :param timezone: zone for a publication time given without an offset.
+    :param metadata: False for text and title only (a revisit): no canonical URL or date.
     trafilatura only ever sees the HTML given here; it never fetches anything.
     """
     page = Selector(text=html or "<html></html>", base_url=url)
@@ -53,8 +54,8 @@ def extract_article(
     return Article(
         text=text or _main_text(html, url),
         title=_title(page),
-        canonical_url=_canonical(page, url),
-        published_at=_published(page, timezone),
+        canonical_url=_canonical(page, url) if metadata else None,
+        published_at=_published(page, timezone) if metadata else None,
     )
 
 

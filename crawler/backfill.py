@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from crawler.articles import extract_article
 from crawler.discovery import robots_sitemaps, robots_url
 from crawler.encoding import decode_body
+from crawler.errors import BackfillError
 from crawler.fetching import Fetched, FetchSession
 from crawler.items import Entry, ParseResult
 from crawler.pipelines import MAX_TEXT, MAX_TITLE, _plausible_date, find_matches
@@ -36,6 +37,7 @@ from storage.writes import save_items
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from crawler.matching import OrgMatcher
     from crawler.organisations import OrganisationSpec
     from crawler.sources import CrawlSettings, SourceSpec
     from storage.models import Backfill
@@ -43,10 +45,6 @@ if TYPE_CHECKING:
 LEASE_SECONDS = 600.0
 LEASE_WAIT = 120.0  # seconds to wait for a poll of the daemon to give the source back
 MAX_ARTICLES_PER_PAGE = 100
-
-
-class BackfillError(Exception):
-    """A backfill that cannot start (a feed without a sitemap, a source being polled)."""
 
 
 @dataclass
@@ -117,7 +115,7 @@ def _dead_backfill(owner: str | None) -> bool:
 
 
 class _Walk:
-    def __init__(self, spec: SourceSpec, crawl: CrawlSettings, matcher: object, fetcher: FetchSession,
+    def __init__(self, spec: SourceSpec, crawl: CrawlSettings, matcher: OrgMatcher, fetcher: FetchSession,
                  session: Session, since: datetime | None) -> None:
         self.spec, self.crawl, self.matcher, self.fetcher, self.session = spec, crawl, matcher, fetcher, session
         self.since = since

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Required, TypedDict
 from urllib.parse import urljoin, urlsplit
 
 from crawler.encoding import decode_body
@@ -43,6 +43,13 @@ TIMEZONES = {
     "ps": "Asia/Gaza", "bh": "Asia/Bahrain", "kh": "Asia/Phnom_Penh", "lk": "Asia/Colombo",
     "bd": "Asia/Dhaka", "de": "Europe/Berlin", "fr": "Europe/Paris", "uk": "Europe/London",
 }
+
+
+class SourceBase(TypedDict, total=False):
+    """What every candidate of one discovery shares (the id is a placeholder until named)."""
+
+    id: Required[str]
+    allow_private: bool
 
 
 @dataclass
@@ -227,7 +234,7 @@ def discover(url: str, *, crawl: CrawlSettings, taken: Iterable[str] = (), allow
     if not page.ok:
         found.error = page.message or f"HTTP {page.status}"
         return found
-    base = dict(id="x", allow_private=allow_private)
+    base = SourceBase(id="x", allow_private=allow_private)
     itself = _as_feed(page, url, language, base)
     if itself is not None:  # the URL is a feed
         found.language = language or itself.spec.language
@@ -261,12 +268,12 @@ def discover(url: str, *, crawl: CrawlSettings, taken: Iterable[str] = (), allow
     return found
 
 
-def _spec(base: dict[str, object], kind: str, url: str, language: str | None, **extra: object) -> SourceSpec:
+def _spec(base: SourceBase, kind: str, url: str, language: str | None, **extra: object) -> SourceSpec:
     return SourceSpec.model_validate({**base, "kind": kind, "url": url, "language": language,
                                       "timezone": guess_timezone(url), **extra})
 
 
-def _as_feed(page: Fetched, url: str, language: str | None, base: dict[str, object]) -> Candidate | None:
+def _as_feed(page: Fetched, url: str, language: str | None, base: SourceBase) -> Candidate | None:
     spec = _spec(base, "feed", page.final_url or url, language)
     result = parse_document(spec, page.body, url=spec.url, content_type=page.content_type)
     if result.error or not result.entries:
@@ -277,7 +284,7 @@ def _as_feed(page: Fetched, url: str, language: str | None, base: dict[str, obje
 
 
 def _read(fetched: Fetched, kind: str, how: str, page_url: str, language: str | None,
-          base: dict[str, object]) -> Candidate | None:
+          base: SourceBase) -> Candidate | None:
     if not fetched.ok:
         return None
     spec = _spec(base, kind, fetched.final_url or fetched.url, language)
@@ -287,7 +294,7 @@ def _read(fetched: Fetched, kind: str, how: str, page_url: str, language: str | 
     return candidate(spec, how, result, page_url, language)
 
 
-def infer_source(html: str, page_url: str, *, base: dict[str, object],
+def infer_source(html: str, page_url: str, *, base: SourceBase,
                  language: str | None = None) -> SourceSpec | None:
     """An ``html`` source for a listing page without a feed (crawler.inference), with the
     time zone of the site's country; None when the page has no list of articles."""
@@ -298,7 +305,7 @@ def infer_source(html: str, page_url: str, *, base: dict[str, object],
     return _spec(base, "html", page_url, language, selectors=selectors)
 
 
-def _inferred(html: str, page_url: str, language: str | None, base: dict[str, object]) -> Candidate | None:
+def _inferred(html: str, page_url: str, language: str | None, base: SourceBase) -> Candidate | None:
     spec = infer_source(html, page_url, base=base, language=language)
     if spec is None:
         return None

@@ -100,4 +100,4 @@ def _codec(name: str) -> str | None:
 
 
 def _is_json(content_type: str | None) -> bool:
-    return bool(content_type) and "json" in content_type.lower()
+    return content_type is not None and "json" in content_type.lower()

@@ -7,9 +7,14 @@ Our exception hierarchy (each says the error class a poll it ends gets)::
     │                               (internal; also a Scrapy IgnoreRequest)
     ├── RenderedTooLargeError       a rendered page over max_response_size (too-large; also
     │                               an IgnoreRequest)
-    └── RefusedRequestError         a request we refuse to send (ssrf; also an IgnoreRequest)
-        ├── BlockedAddressError     its host is or resolves to a private/reserved address
-        └── SchemeError             its URL is not http(s)
+    ├── RefusedRequestError         a request we refuse to send (ssrf; also an IgnoreRequest)
+    │   ├── BlockedAddressError     its host is or resolves to a private/reserved address
+    │   └── SchemeError             its URL is not http(s)
+    └── BackfillError               a backfill that cannot start (never a poll's error)
+
+    OpmlError (crawler.opml)        a file that is not an OPML subscription list: a
+                                    ValueError, kept beside its parser so that reading OPML
+                                    does not import Scrapy (this module does)
 
 Routine outcomes (HTTP errors, timeouts, parse problems) are not exceptions of ours: they
 are classified into the error classes of :mod:`crawler.failures` (the one list) by
@@ -19,16 +24,18 @@ ValidationError (``python -m crawler`` exits 2).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from scrapy.exceptions import IgnoreRequest
 
-from crawler.failures import INTERNAL, SSRF, TOO_LARGE
+from crawler.failures import INTERNAL, SSRF, TOO_LARGE, ErrorClass
 
 
 class CrawlerError(Exception):
     """Base class of the crawler's own errors; ``error_class`` is the class a poll ended by
     one of them gets (:mod:`crawler.failures`)."""
 
-    error_class = INTERNAL
+    error_class: ClassVar[ErrorClass] = INTERNAL
 
 
 class BrowserUnavailableError(CrawlerError, IgnoreRequest):
@@ -54,3 +61,7 @@ class BlockedAddressError(RefusedRequestError):
 
 class SchemeError(RefusedRequestError):
     """The request's URL is not http(s) (e.g. a redirect to file:// or gopher://)."""
+
+
+class BackfillError(CrawlerError):
+    """A backfill that cannot start (a feed without a sitemap, a source being polled)."""

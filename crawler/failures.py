@@ -3,7 +3,12 @@ crawler's dependencies). :mod:`crawler.outcomes` maps download failures onto the
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, get_args
+
+ErrorClass = Literal["timeout", "dns", "connect", "http-4xx", "http-5xx", "too-large", "redirects",
+                     "parse", "blocked", "empty", "robots", "ssrf", "data-loss",
+                     "internal", "extract", "storage", "crash"]
+"""The class of a failed poll (``newsmon status``, the fetch log, a round's events)."""
 
 TIMEOUT: Final = "timeout"
 DNS: Final = "dns"
@@ -23,9 +28,8 @@ INTERNAL: Final = "internal"  # an exception of ours while handling a response (
 EXTRACT: Final = "extract"  # article extraction raised; the items kept their listing text
 STORAGE: Final = "storage"  # the database refused to record the poll
 CRASH: Final = "crash"  # the crawl process died before reporting the source
-ERROR_CLASSES: Final = (TIMEOUT, DNS, CONNECT, HTTP_4XX, HTTP_5XX, TOO_LARGE, REDIRECTS, PARSE,
-                        BLOCKED, EMPTY, ROBOTS, SSRF, DATA_LOSS, INTERNAL, EXTRACT, STORAGE, CRASH)
-OWN_FAULTS: Final = frozenset({INTERNAL, EXTRACT, STORAGE, CRASH})
+ERROR_CLASSES: Final[tuple[ErrorClass, ...]] = get_args(ErrorClass)
+OWN_FAULTS: Final[frozenset[ErrorClass]] = frozenset({INTERNAL, EXTRACT, STORAGE, CRASH})
 _MAX_MESSAGE = 300
 
 
@@ -39,7 +43,7 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def round_failure_class(exc: BaseException | None) -> str:
+def round_failure_class(exc: BaseException | None) -> ErrorClass:
     """The class of a source that a crawl round left unpolled: ``timeout`` when the round ran
     out of time (or ended without a reason), ``crash`` when it raised."""
     if exc is None or isinstance(exc, TimeoutError):

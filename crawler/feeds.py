@@ -205,8 +205,8 @@ def _updated(raw: Mapping[str, Any]) -> str | None:
 
 def _enclosure(raw: Mapping[str, Any]) -> str | None:
     for link in raw.get("enclosures") or []:
-        if isinstance(link, Mapping) and isinstance(link.get("href"), str):
-            return link["href"]
+        if isinstance(link, Mapping) and isinstance(href := link.get("href"), str):
+            return href
     return None
 
 

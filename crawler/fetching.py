@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from crawler.blocking import detect_block
+from crawler.failures import CRASH, TIMEOUT, ErrorClass
 from crawler.sources import CrawlSettings, SourceSpec
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Fetched(BaseModel):
     status: int | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     body_b64: str = ""
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     message: str | None = None
     blocked: str | None = None  # the anti-bot page's reason, when the response is one
 
@@ -91,13 +92,8 @@ def fetch(requests: Sequence[FetchRequest], *, crawl: CrawlSettings, private_hos
     except subprocess.TimeoutExpired:
         lines = []
     got = {f.url: f for f in (Fetched.model_validate_json(ln) for ln in lines if ln.startswith("{"))}
-    return [got.get(r.url) or Fetched(url=r.url, error_class="timeout", message="no answer in time")
+    return [got.get(r.url) or Fetched(url=r.url, error_class=TIMEOUT, message="no answer in time")
             for r in requests]
-
-
-def fetch_one(url: str, *, crawl: CrawlSettings, expect: str = "html",
-              private_host_url: str | None = None) -> Fetched:
-    return fetch([FetchRequest(url=url, expect=expect)], crawl=crawl, private_host_url=private_host_url)[0]
 
 
 class FetchSession:
@@ -121,10 +117,10 @@ class FetchSession:
             self.process.stdin.write(FetchRequest(url=url, expect=expect).model_dump_json() + "\n")
             self.process.stdin.flush()
         except BrokenPipeError:
-            return Fetched(url=url, error_class="crash", message="the fetch process ended")
+            return Fetched(url=url, error_class=CRASH, message="the fetch process ended")
         line = self.process.stdout.readline()
         if not line:
-            return Fetched(url=url, error_class="crash", message="the fetch process ended")
+            return Fetched(url=url, error_class=CRASH, message="the fetch process ended")
         return Fetched.model_validate_json(line)
 
     def close(self) -> None:
@@ -167,7 +163,7 @@ def _spider_class() -> Any:
     import scrapy
     from scrapy import Request
 
-    from crawler.outcomes import classify_exception
+    from crawler.outcomes import classify_exception, failed_request, failure_exception
 
     class FetchSpider(scrapy.Spider):
         name = "newsmon-fetch"
@@ -224,8 +220,8 @@ def _spider_class() -> Any:
             return iter(())
 
         def failed(self, failure: Failure) -> None:
-            req: FetchRequest = failure.request.meta["newsmon_request"]  # type: ignore[attr-defined]
-            error_class, message = classify_exception(failure.value)
+            req: FetchRequest = failed_request(failure).meta["newsmon_request"]
+            error_class, message = classify_exception(failure_exception(failure))
             self.answer(Fetched(url=req.url, error_class=error_class, message=message))
 
     return FetchSpider
@@ -272,9 +268,9 @@ def _read_requests(process: Any) -> None:
         for line in sys.stdin:
             if line.strip():
                 req = FetchRequest.model_validate_json(line)
-                reactor.callFromThread(lambda r=req: spider().schedule(r))  # type: ignore[attr-defined]
-        reactor.callFromThread(lambda: setattr(spider(), "eof", True))  # type: ignore[attr-defined]
-        reactor.callFromThread(lambda: process.stop())  # type: ignore[attr-defined]
+                reactor.callFromThread(lambda r=req: spider().schedule(r))
+        reactor.callFromThread(lambda: setattr(spider(), "eof", True))
+        reactor.callFromThread(lambda: process.stop())
 
     threading.Thread(target=read, daemon=True).start()
 

@@ -26,13 +26,15 @@ _NEXT_WORDS = re.compile(r"^\s*(next|older|more|далее|следующая|в
 _SAFE_CLASS = re.compile(r"^-?[_a-zA-Z][_a-zA-Z0-9-]*$")
 _DIGITS = re.compile(r"\d+")
 _MAX_DATE_TEXT = 60
+# (path depth, first two directories, query pairs with id-like values as "#")
+_Shape = tuple[int, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
 @dataclass
 class _Link:
     node: _Element
     url: str
-    shape: tuple[object, ...]
+    shape: _Shape
 
 
 def infer_selectors(html: str, *, url: str, languages: list[str] | None = None) -> Selectors | None:
@@ -91,7 +93,7 @@ def _link_groups(root: _Element, page_url: str) -> list[list[_Link]]:
     return out
 
 
-def _url_shape(url: str) -> tuple[object, ...]:
+def _url_shape(url: str) -> _Shape:
     """What article URLs of one list share: the path's depth and the query's keys, with the
     values of keys that do not look like ids."""
     parts = urlsplit(url)
@@ -142,7 +144,7 @@ def _blocks(anchors: list[_Element]) -> list[_Element]:
             return current
         if len({id(p) for p in parents}) < len(parents):
             return current
-        current = parents  # type: ignore[assignment]
+        current = parents
 
 
 def _nothing_beside_link(block: _Element, anchor: _Element) -> bool:
@@ -152,7 +154,8 @@ def _nothing_beside_link(block: _Element, anchor: _Element) -> bool:
 
 def _step(node: _Element) -> str:
     classes = _classes(node)
-    return node.tag + "".join(f".{c}" for c in classes)
+    tag: str = node.tag  # lxml ships no types; _step only sees elements, whose tag is a str
+    return tag + "".join(f".{c}" for c in classes)
 
 
 def _item_selector(root: _Element, blocks: list[_Element], links: list[_Link]) -> str | None:
@@ -179,7 +182,7 @@ def _href_condition(links: list[_Link]) -> str:
     """``[href*='k=v'][href*='id=']`` for a query-string URL pattern; nothing for paths."""
     query = links[0].shape[2]
     parts = []
-    for key, value in query:  # type: ignore[misc]
+    for key, value in query:
         if value == "#":
             parts.append(f"[href*='{key}=']")
         elif "'" not in f"{key}{value}":
@@ -189,7 +192,7 @@ def _href_condition(links: list[_Link]) -> str:
 
 def _relative(block: _Element, target: _Element) -> str:
     """A CSS path from ``block`` down to ``target`` (tag, classes, nth-of-type where needed)."""
-    steps = []
+    steps: list[str] = []
     node = target
     while node is not block and node is not None:
         parent = node.getparent()

@@ -113,7 +113,7 @@ def _joined(item: Selector, css: str | None) -> str:
 
 def _first_link(found: SelectorList[Selector]) -> str | None:
     for node in found:
-        value = node.get()
+        value: str = node.get()  # parsel's get() is typed Any: it is a str on an HTML page
         if isinstance(node.root, str):
             return value
         href = node.attrib.get("href")
@@ -318,8 +318,8 @@ def _json_items(doc: Any, path: str) -> list[Any] | None:
         return found
     if not path and isinstance(found, Mapping):
         for key in _JSON_LIST_KEYS:
-            if isinstance(found.get(key), list):
-                return found[key]
+            if isinstance(items := found.get(key), list):
+                return items
     return None
 
 
@@ -365,7 +365,7 @@ def _json_link(item: Mapping[str, Any], base: str, fields: JsonFields) -> str | 
     return absolute_url(base, formatted)
 
 
-class _Missing(dict):  # type: ignore[type-arg]
+class _Missing(dict[str, Any]):
     """format_map mapping that fails on a missing or empty field instead of printing "None"."""
 
     def __missing__(self, key: str) -> Any:

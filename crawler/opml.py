@@ -14,7 +14,7 @@ from crawler.urls import canonical_url
 
 
 class OpmlError(ValueError):
-    """The file is not an OPML subscription list."""
+    """The file is not an OPML subscription list (crawler.errors lists it)."""
 
 
 @dataclass(frozen=True)

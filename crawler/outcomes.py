@@ -1,6 +1,12 @@
-"""The mapping from download failures and HTTP answers to a poll's error classes."""
+"""The mapping from download failures and HTTP answers to a poll's error classes
+(:mod:`crawler.failures`), by the exception's type. Scrapy ends three kinds of request with a
+bare IgnoreRequest: robots.txt and too many redirects are told apart by Scrapy's own fixed
+messages (SCRAPY_IGNORED; tests/test_own_faults.py checks Scrapy still raises them), a body over
+the size limit while decompressing by the exception's cause."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from scrapy.exceptions import (
     CannotResolveHostError,
@@ -12,6 +18,7 @@ from scrapy.exceptions import (
     ResponseDataLossError,
 )
 from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils._compression import _DecompressionMaxSizeExceeded
 from twisted.internet import error as tx_error
 from twisted.internet.defer import CancelledError
 from twisted.internet.defer import TimeoutError as TxTimeoutError
@@ -29,21 +36,29 @@ from crawler.failures import (
     SSRF,
     TIMEOUT,
     TOO_LARGE,
+    ErrorClass,
 )
+
+if TYPE_CHECKING:
+    from scrapy.http import Request
+    from twisted.python.failure import Failure
 
 _TIMEOUTS = (DownloadTimeoutError, TxTimeoutError, tx_error.TimeoutError, tx_error.TCPTimedOutError)
 _DNS = (CannotResolveHostError, tx_error.DNSLookupError)
 _CONNECT = (DownloadConnectionRefusedError, tx_error.ConnectError, tx_error.ConnectionLost,
             ResponseNeverReceived, DownloadFailedError)
 _MAX_MESSAGE = 300
+# The messages of Scrapy's bare IgnoreRequest (RobotsTxtMiddleware, RedirectMiddleware).
+SCRAPY_IGNORED: dict[str, ErrorClass] = {"Forbidden by robots.txt": ROBOTS,
+                                         "max redirections reached": REDIRECTS}
 
 
-def status_class(status: int) -> str:
+def status_class(status: int) -> ErrorClass:
     """``http-4xx`` or ``http-5xx`` for an error status."""
     return HTTP_5XX if status >= 500 else HTTP_4XX
 
 
-def classify_exception(exc: BaseException) -> tuple[str, str]:
+def classify_exception(exc: BaseException) -> tuple[ErrorClass, str]:
     """The error class and a short message for an exception that ended a request."""
     message = _message(exc)
     if isinstance(exc, CrawlerError):  # ours say their class (ssrf, internal)
@@ -51,7 +66,7 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, HttpError):
         return _http_error(exc)
     if isinstance(exc, IgnoreRequest):
-        return _ignored_class(message), message
+        return _ignored_class(exc), message
     if isinstance(exc, _TIMEOUTS):
         return TIMEOUT, message
     if isinstance(exc, _DNS):
@@ -67,7 +82,20 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     return CONNECT, message
 
 
-def _http_error(exc: HttpError) -> tuple[str, str]:
+def failed_request(failure: Failure) -> Request:
+    """The request a download failure ended (Scrapy sets ``failure.request`` before it calls
+    the request's errback)."""
+    request: Request = failure.request  # type: ignore[attr-defined]  # set by Scrapy, unknown to Twisted's Failure
+    return request
+
+
+def failure_exception(failure: Failure) -> BaseException:
+    """The exception a Twisted Failure holds (always one when Scrapy hands it to an errback or
+    a signal)."""
+    return failure.value if failure.value is not None else RuntimeError(failure.getErrorMessage())
+
+
+def _http_error(exc: HttpError) -> tuple[ErrorClass, str]:
     response = exc.response
     if 300 <= response.status < 400:
         location = (response.headers.get(b"Location") or b"").decode("latin-1", "replace")
@@ -78,15 +106,10 @@ def _http_error(exc: HttpError) -> tuple[str, str]:
     return status_class(response.status), f"HTTP {response.status}"
 
 
-def _ignored_class(message: str) -> str:
-    low = message.lower()
-    if "robots.txt" in low:
-        return ROBOTS
-    if "redirection" in low or "redirect" in low:
-        return REDIRECTS
-    if "download_maxsize" in low or "max size" in low or "larger than" in low:
+def _ignored_class(exc: IgnoreRequest) -> ErrorClass:
+    if isinstance(exc.__cause__, _DecompressionMaxSizeExceeded):  # HttpCompressionMiddleware
         return TOO_LARGE
-    return CONNECT
+    return SCRAPY_IGNORED.get(str(exc), CONNECT)
 
 
 def _message(exc: BaseException) -> str:

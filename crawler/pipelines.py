@@ -10,7 +10,7 @@ itself."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Self
@@ -25,13 +25,15 @@ from crawler.text import clean_text, content_hash
 from crawler.urls import canonical_url, is_http_url
 from storage.db import lock_writes
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SaveResult
-from storage.revisits import RevisitResult, save_revisit
+from storage.revisits import RevisitResult, keep_page_states, save_quiet_revisits, save_revisit
 from storage.writes import save_items
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from sqlalchemy.orm import Session
 
+    from crawler.job import ChannelSpec
+    from crawler.matching import OrgMatcher
     from crawler.polls import RoundContext, SourcePoll
 
 MAX_TITLE = 1000
@@ -57,18 +59,16 @@ class ItemBatch:
 
 class _RoundPipeline:
     """A pipeline of one round; Scrapy builds it with ``from_crawler``, handing it the round's
-    context (``RoundContext.of``)."""
+    context (the crawl's ROUND_SETTING, ``RoundContext.of``)."""
 
-    def __init__(self, context: RoundContext, crawler: Crawler | None = None) -> None:
+    def __init__(self, context: RoundContext) -> None:
         self.context = context
-        self.crawler = crawler
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         from crawler.polls import RoundContext
 
-        return cls(RoundContext.of(crawler), crawler)
-
+        return cls(RoundContext.of(crawler))
 
 
 class NormalizePipeline(_RoundPipeline):
@@ -126,11 +126,11 @@ class MatchPipeline(_RoundPipeline):
         return batch
 
 
-def find_matches(matcher: object, title: str, text: str, language: str | None = None,
+def find_matches(matcher: OrgMatcher, title: str, text: str, language: str | None = None,
                  topic: str | None = None) -> list[MatchRow]:
     """Matches over ``title`` and ``text`` (offsets into "title\\n\\ntext"), with their confidence."""
     joined = f"{title}\n\n{text}" if text else title
-    found = matcher.find(joined, language, topic)  # type: ignore[attr-defined]
+    found = matcher.find(joined, language, topic)
     return [MatchRow(organisation=m.organisation, alias=m.alias, form=m.form, snippet=m.snippet,
                      start=m.start, end=m.end, in_title=m.start < len(title),
                      confidence=m.confidence) for m in found]
@@ -152,8 +152,10 @@ class StoragePipeline(_RoundPipeline):
         self.group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]] = []
         self.group_items = 0
         self.group_timer: asyncio.TimerHandle | None = None
-        self.turn = self.context.ledger.turn
+        self.ledger = self.context.ledger
+        self.turn = self.ledger.turn
         self.turn_tries = 0
+        self.ledger.on_done = self.settled
 
     async def process_item(self, batch: ItemBatch) -> ItemBatch:
         self.stories.prepare(batch.items)  # CPU work, before waiting for the write transaction
@@ -163,27 +165,23 @@ class StoragePipeline(_RoundPipeline):
         self.group_items += len(batch.items)
         if self.group_items >= GROUP_ITEMS:
             self.flush(wait=True)
-        elif self._last_to_come():
+        elif self.ledger.nothing_to_come(len(self.group)):
             self.flush()  # no response left to share the commit with: waiting would only idle
         elif self.group_timer is None:
             self.group_timer = loop.call_later(GROUP_DELAY, self.flush)
         return await stored
 
-    def close_spider(self) -> None:
-        self.flush(wait=True)
+    def settled(self) -> None:
+        """A request or a batch of the round is done (``RoundLedger.on_done``): when that was
+        the last one the waiting group could share its commit with, store the group now (not
+        while it waits for the turn to write: ``flush`` retries that itself)."""
+        if (self.group and self.group_timer is not None and self.turn_tries == 0
+                and self.ledger.nothing_to_come(len(self.group))):
+            self.flush()
 
-    def _last_to_come(self) -> bool:
-        """True when no other response can reach the pipeline: nothing downloading, scheduled,
-        waiting for its callback or still to be started (the engine's own idle test, less the
-        items waiting here). Reads Scrapy's engine internals, so anything unexpected is False."""
-        engine = getattr(self.crawler, "engine", None)
-        slot, scraper = getattr(engine, "_slot", None), getattr(engine, "scraper", None)
-        try:
-            return (getattr(engine, "_start", True) is None and not engine.downloader.active  # type: ignore[union-attr]
-                    and not slot.scheduler.has_pending_requests()  # type: ignore[union-attr]
-                    and not scraper.slot.queue)  # type: ignore[union-attr]
-        except AttributeError:
-            return False
+    def close_spider(self) -> None:
+        self.ledger.on_done = None
+        self.flush(wait=True)
 
     def flush(self, wait: bool = False) -> None:
         """Store the waiting batches in one transaction and settle their futures. Unless told
@@ -212,7 +210,9 @@ class StoragePipeline(_RoundPipeline):
         try:
             with self.context.sessions.begin() as session:
                 lock_writes(session)
-                results = [self._save_batch(session, batch.items, batch) for batch, _ in group]
+                quiet = self._save_quiet(session, group)
+                results = [quiet[index] if index in quiet else self._save_batch(session, batch.items, batch)
+                           for index, (batch, _) in enumerate(group)]
                 polls = self.context.ledger.record_into(session)  # finished polls share the commit
         except Exception:  # noqa: BLE001 - rolled back as a whole: each batch alone, as outside a group
             results = None
@@ -261,13 +261,30 @@ class StoragePipeline(_RoundPipeline):
             raise DropItem(f"storing the items of {batch.source_id} failed")
         return batch
 
+    def _save_quiet(self, session: Session, group: list[tuple[ItemBatch, asyncio.Future[ItemBatch]]]
+                    ) -> dict[int, list[SaveResult]]:
+        """The group's revisits that found nothing to store (304s, failures, unchanged pages):
+        their bookkeeping in a statement or two for all (``save_quiet_revisits``)."""
+        picked = {index: revisit_result(batch, batch.items) for index, (batch, _) in enumerate(group)
+                  if batch.revisit is not None and not batch.items}
+        picked = {index: result for index, result in picked.items() if result.quiet}
+        saved = save_quiet_revisits(session, list(picked.values()))
+        return {index: [result] for index, result in zip(picked, saved, strict=True)}
+
     def _save_batch(self, session: Session, writes: list[ItemWrite],
                     batch: ItemBatch | None = None) -> list[SaveResult]:
         """A response's items in one transaction (a few statements for the batch); a revisit
         goes to ``save_revisit``."""
         if batch is not None and batch.revisit is not None:
             return [save_revisit(session, revisit_result(batch, writes), self.channels)]
-        return save_items(session, writes, self.channels, stories=self.stories.rule)
+        return self._save_items(session, writes)
+
+    def _save_items(self, session: Session, writes: list[ItemWrite]) -> list[SaveResult]:
+        """``save_items``, and the article pages' validators and baselines for their revisits."""
+        results = save_items(session, writes, self.channels, stories=self.stories.rule)
+        keep_page_states(session, [(result.item_id, write.page) for write, result
+                                   in zip(writes, results, strict=True) if write.page is not None])
+        return results
 
     def _save_alone(self, poll: SourcePoll, write: ItemWrite) -> SaveResult | None:
         """One item in its own transaction; an IntegrityError (another worker stored the same
@@ -276,7 +293,7 @@ class StoragePipeline(_RoundPipeline):
             try:
                 with self.context.sessions.begin() as session:
                     lock_writes(session)
-                    return save_items(session, [write], self.channels, stories=self.stories.rule)[0]
+                    return self._save_items(session, [write])[0]
             except IntegrityError:
                 if attempt == 2:
                     break
@@ -299,14 +316,14 @@ def count(poll: SourcePoll, result: SaveResult, matched: bool) -> None:
     poll.events += len(result.events)
 
 
-def channel_rules(channels: object) -> list[ChannelRule]:
+def channel_rules(channels: Iterable[ChannelSpec]) -> list[ChannelRule]:
     return [ChannelRule(id=c.id, organisations=frozenset(c.organisations)
                         if c.organisations is not None else None,
                         max_age=timedelta(seconds=c.max_age_seconds),
                         min_confidence=c.min_confidence, events=frozenset(c.events),
                         sources=frozenset(c.sources) if c.sources is not None else None,
                         query=c.query)
-            for c in channels]  # type: ignore[attr-defined]
+            for c in channels]
 
 
 def revisit_result(batch: ItemBatch, writes: list[ItemWrite]) -> RevisitResult:

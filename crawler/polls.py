@@ -9,17 +9,20 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from loguru import logger
 from sqlalchemy.orm import Session, sessionmaker
 
-from crawler.failures import EMPTY, STORAGE, TIMEOUT, fault_message, one_line
-from crawler.job import ProgressEvent, SourceEvent
+from crawler.failures import EMPTY, STORAGE, TIMEOUT, ErrorClass, fault_message, one_line
+from crawler.job import CrawlJob, ProgressEvent, SourceEvent
 from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
 from crawler.writeturn import WriteTurn
 from storage.repository import PollOutcome, SourceRow, SourceState, record_poll, source_states
+
+if TYPE_CHECKING:
+    from crawler.matching import OrgMatcher
 
 LISTING_KINDS = frozenset({"html", "json", "telegram"})
 RECORD_BATCH = 50  # finished polls recorded per commit, at most
@@ -44,7 +47,7 @@ class SourcePoll:
     pages: int = 0
     page_urls: set[str] = field(default_factory=set)  # canonical URLs of pages requested or read
     outcome: Outcome = "ok"
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     message: str | None = None
     http_status: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -65,7 +68,7 @@ class SourcePoll:
     def idle(self) -> bool:
         return self.pending_requests <= 0 and self.pending_items <= 0
 
-    def fail(self, error_class: str, message: str, status: int | None = None) -> None:
+    def fail(self, error_class: ErrorClass, message: str, status: int | None = None) -> None:
         """Mark the poll failed; the first error of a poll is the one recorded."""
         if self.outcome != "error":
             self.outcome, self.error_class, self.message = "error", error_class, one_line(message)[:500]
@@ -120,7 +123,7 @@ def emit_line(event: SourceEvent | ProgressEvent, out: TextIO | None = None) -> 
 class Fault:
     """One cause of newsmon's own failures in a round: the pages and sources it cost."""
 
-    error_class: str
+    error_class: ErrorClass
     message: str
     pages: int = 0
     sources: list[str] = field(default_factory=list)
@@ -147,6 +150,9 @@ class RoundLedger:
         self.done_requests = 0
         self.total_requests = 0
         self.faults: dict[tuple[str, str], Fault] = {}
+        # Called after every request or batch of the round is done (the storage pipeline's
+        # ``settled``: a group waiting for company is stored once nothing else can come).
+        self.on_done: Callable[[], None] | None = None
 
     def open(self, specs: Iterable[SourceSpec]) -> list[SourcePoll]:
         specs = list(specs)
@@ -158,7 +164,7 @@ class RoundLedger:
             self.polls[spec.id] = SourcePoll(spec, states[spec.id], now)
         return list(self.polls.values())
 
-    def fault(self, poll: SourcePoll, error_class: str, exc: BaseException, url: str) -> None:
+    def fault(self, poll: SourcePoll, error_class: ErrorClass, exc: BaseException, url: str) -> None:
         """An exception of ours while handling ``url`` (a bug, a broken install): the poll's
         error of ``error_class`` (``internal``, ``extract``), its traceback at debug level, and
         its cause counted, to be logged once for the round (``log_faults``)."""
@@ -190,6 +196,8 @@ class RoundLedger:
         if self.progress:
             self.emit(ProgressEvent(done=self.done_requests, total=self.total_requests))
         self.maybe_finish(poll)
+        if self.on_done is not None:
+            self.on_done()
 
     def item_added(self, poll: SourcePoll) -> None:
         poll.pending_items += 1
@@ -197,6 +205,23 @@ class RoundLedger:
     def item_done(self, poll: SourcePoll) -> None:
         poll.pending_items -= 1
         self.maybe_finish(poll)
+        if self.on_done is not None:
+            self.on_done()
+
+    def nothing_to_come(self, waiting: int) -> bool:
+        """True when no batch but the ``waiting`` ones can still reach the item pipelines: every
+        poll has begun (its document request is counted when the spider's ``start`` hands it
+        out), no request of the round is scheduled, downloading or in its callback (counted
+        from the moment it is built until its callback or errback is over), and the round's
+        batches not yet through the pipelines are only those ``waiting``."""
+        batches = 0
+        for poll in self.polls.values():
+            if poll.done:
+                continue
+            if poll.requests == 0 or poll.pending_requests > 0:
+                return False
+            batches += poll.pending_items
+        return batches <= waiting
 
     def maybe_finish(self, poll: SourcePoll) -> None:
         if poll.idle and not poll.done:
@@ -270,10 +295,10 @@ class RoundContext:
     crawl hands it to the spider, pipelines and extensions as the setting ROUND_SETTING
     (``RoundContext.of(crawler)``)."""
 
-    job: Any  # crawler.job.CrawlJob
+    job: CrawlJob
     sessions: sessionmaker[Session]
     ledger: RoundLedger
-    _matcher: Any = None
+    _matcher: OrgMatcher | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> RoundContext:
         return self  # Scrapy deep-copies its settings for each crawler: every copy shares the round
@@ -287,7 +312,7 @@ class RoundContext:
         return context
 
     @property
-    def matcher(self) -> Any:
+    def matcher(self) -> OrgMatcher:
         """The organisation matcher, built once per round."""
         if self._matcher is None:
             from crawler.matching import OrgMatcher
@@ -299,7 +324,7 @@ class RoundContext:
         """The ``topic`` of a source of this round."""
         for spec in self.job.sources:
             if spec.id == source_id:
-                return spec.topic  # type: ignore[no-any-return]
+                return spec.topic
         return None
 
     def poll(self, source_id: str) -> SourcePoll:

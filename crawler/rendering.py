@@ -39,6 +39,7 @@ from crawler.errors import (
     RefusedRequestError,
     RenderedTooLargeError,
 )
+from crawler.failures import CONNECT, DNS, TIMEOUT, ErrorClass
 from crawler.safety import check_addresses, literal_address
 
 if TYPE_CHECKING:
@@ -203,8 +204,7 @@ class RenderMiddleware:
 
 
 _PROXY_FAILURES: dict[str, type[Exception]] = {
-    "dns": CannotResolveHostError, "timeout": DownloadTimeoutError,
-    "connect": DownloadConnectionRefusedError}
+    DNS: CannotResolveHostError, TIMEOUT: DownloadTimeoutError, CONNECT: DownloadConnectionRefusedError}
 
 
 def raise_proxy_answer(response: Response) -> None:
@@ -264,16 +264,16 @@ class GuardProxy:
             self.refuse(writer, str(exc))
             return
         except OSError as exc:
-            self.fail(writer, "dns", f"cannot resolve {host}: {exc}")
+            self.fail(writer, DNS, f"cannot resolve {host}: {exc}")
             return
         try:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(address, port), self.timeout)
         except TimeoutError:
-            self.fail(writer, "timeout", f"connecting to {host}:{port} timed out")
+            self.fail(writer, TIMEOUT, f"connecting to {host}:{port} timed out")
             return
         except OSError as exc:
-            self.fail(writer, "connect", f"cannot connect to {host}:{port}: {exc}")
+            self.fail(writer, CONNECT, f"cannot connect to {host}:{port}: {exc}")
             return
         if tunnel:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -301,7 +301,7 @@ class GuardProxy:
         self.refused.append(reason)
         reply(writer, 403, reason, {REFUSED_HEADER: one_line(reason)})
 
-    def fail(self, writer: asyncio.StreamWriter, kind: str, message: str) -> None:
+    def fail(self, writer: asyncio.StreamWriter, kind: ErrorClass, message: str) -> None:
         reply(writer, 502, message, {FAILED_HEADER: one_line(f"{kind}: {message}")})
 
 

@@ -9,7 +9,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from storage.repository import ItemWrite, Prepared
 from storage.search import search_terms
@@ -17,6 +17,7 @@ from storage.stories import Signed, StoryRule
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
 
 NUM_PERM = 128
 # 25 bands of 5 rows (125 of the 128 values; the similarity check uses all 128): a pair with
@@ -69,7 +70,7 @@ def band_keys(hashvalues: np.ndarray, bands: int = BANDS, rows: int = ROWS) -> l
 
 
 @functools.cache
-def _band_hashers(bands: int, rows: int) -> tuple[Any, ...]:
+def _band_hashers(bands: int, rows: int) -> tuple[hashlib.blake2b, ...]:
     """An empty BLAKE2b per band, personalised with the tag and salted with band and rows."""
     return tuple(hashlib.blake2b(digest_size=8, person=_TAG[:16],
                                  salt=band.to_bytes(8, "little") + rows.to_bytes(8, "little"))
@@ -101,7 +102,7 @@ class MinHashStories:
         self.rule = StoryRule(similarity=similarity, threshold=threshold, window=window,
                               max_candidates=max_candidates)
         self.min_words = min_words
-        self._permutations: Any = None
+        self._permutations: tuple[np.ndarray, np.ndarray] | None = None
 
     def signature(self, item: ItemWrite) -> Signed | None:
         return self.signatures([item])[0]
@@ -109,6 +110,8 @@ class MinHashStories:
     def signatures(self, items: Sequence[ItemWrite]) -> list[Signed | None]:
         """The signatures of ``items``, their MinHashes computed together."""
         shingled = [self._shingles(item) for item in items]
+        if all(s is None for s in shingled):  # nothing to hash (a revisit's empty batch): no numpy import
+            return [None] * len(shingled)
         hashed = _minhashes([s for s in shingled if s is not None], self._affine())
         out: list[Signed | None] = []
         for values in shingled:
@@ -151,7 +154,7 @@ def _permutations() -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _fmix32(values: np.ndarray) -> np.ndarray:
+def _fmix32(values: npt.NDArray[np.uint32]) -> np.ndarray:
     """The MurmurHash3 32-bit finalizer (datasketch's pre-mix of the input hashes)."""
     import numpy as np
 

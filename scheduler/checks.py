@@ -14,13 +14,17 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler.config import BUILTIN_LOG_CHANNEL, ConfigError, LoadedConfig, load_config
+from scheduler.config import BUILTIN_LOG_CHANNEL, LoadedConfig, load_config
+from scheduler.errors import ConfigError
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from scheduler.config import AlertSpec, AppConfig
     from storage.outbox import ClaimedEvent
 
@@ -145,7 +149,7 @@ def _missing_sqlite(name: str, path: Path) -> CheckResult:
 # --- components on built-in samples ---------------------------------------------------------------
 
 
-def _sample(name: str) -> Any:
+def _sample(name: str) -> Traversable:
     return resources.files("scheduler").joinpath("data", "doctor", name)
 
 
@@ -339,8 +343,8 @@ def alert_rows(config: AppConfig, send: bool) -> list[CheckResult]:
     rows = []
     for spec in config.alerts:
         name = f"alerts: {spec.channel_id}"
-        row = run_check(name, "fix the [[alerts]] url", lambda s=spec: check_channel_url(s))
+        row = run_check(name, "fix the [[alerts]] url", partial(check_channel_url, spec))
         rows.append(row)
         if send and row.ok:
-            rows.append(run_check(f"{name}: test send", "check the receiver", lambda s=spec: send_test(s)))
+            rows.append(run_check(f"{name}: test send", "check the receiver", partial(send_test, spec)))
     return rows

@@ -11,7 +11,8 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.config import AppConfig, ConfigError, LoadedConfig, load_config
+from scheduler.config import AppConfig, LoadedConfig, load_config
+from scheduler.errors import ConfigError
 from storage.errors import DatabaseError
 
 

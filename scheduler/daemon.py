@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from scheduler.config import AppConfig
     from scheduler.context import AppContext
     from scheduler.notifiers import Channel
+    from scheduler.runner import CrawlReport
     from scheduler.web.server import BackgroundServer
 
 ROUND_GRACE = 8.0  # seconds an in-flight round may take to finish after SIGTERM
@@ -57,7 +59,8 @@ def source_rows(config: AppConfig) -> list[SourceRow]:
 
 def build_channels(config: AppConfig) -> dict[str, Channel]:
     """One channel per ``[[alerts]]`` entry; a refused target is logged now and on each send."""
-    from scheduler.notifiers import apprise_host, build_channel, destination_problem
+    from crawler.addresses import destination_problem
+    from scheduler.notifiers import apprise_host, build_channel
 
     channels: dict[str, Channel] = {}
     for spec in config.alerts:
@@ -83,11 +86,11 @@ def round_in_subprocess(config: AppConfig, worker_id: str, log_level: str = "INF
     warnings and errors (or everything at DEBUG) in the daemon's format."""
     level = log_level if log_level in ("TRACE", "DEBUG") else "WARNING"
 
-    def run(ids: Sequence[str], on_event: jobs.EventSink) -> object:
+    def run(ids: Sequence[str], on_event: jobs.EventSink) -> CrawlReport:
         from scheduler.runner import crawl_round
 
         return crawl_round(config, ids, worker_id=worker_id, timeout=config.daemon.round_timeout,
-                               on_event=on_event, log_level=level, log_json=log_json)
+                           on_event=on_event, log_level=level, log_json=log_json)
 
     return run
 
@@ -198,7 +201,8 @@ class Daemon:
         """Check and bind the web page's address before anything starts: a port in use or a
         public address without a token is one clear error (exit 2), never a crash loop."""
         from scheduler.context import fail
-        from scheduler.web.server import BackgroundServer, ServeError, bind, check_access
+        from scheduler.errors import ServeError
+        from scheduler.web.server import BackgroundServer, bind, check_access
 
         settings = self.app.config.server
         try:
@@ -235,13 +239,11 @@ class Daemon:
         scheduler.add_job(guarded("poll", lambda: jobs.poll_due_sources(rt)), "interval",
                           seconds=daemon.tick, id="poll", next_run_time=now)
         for channel_id, channel in rt.channels.items():
-            scheduler.add_job(guarded(f"dispatch:{channel_id}",
-                                      lambda c=channel_id: jobs.dispatch_channel(rt, c)),
+            scheduler.add_job(guarded(f"dispatch:{channel_id}", partial(jobs.dispatch_channel, rt, channel_id)),
                               "interval", seconds=daemon.dispatch_interval, id=f"dispatch:{channel_id}",
                               next_run_time=now)
             if channel.spec.mode == "digest" and channel.spec.schedule:
-                scheduler.add_job(guarded(f"digest:{channel_id}",
-                                          lambda c=channel_id: jobs.send_digest(rt, c)),
+                scheduler.add_job(guarded(f"digest:{channel_id}", partial(jobs.send_digest, rt, channel_id)),
                                   CronTrigger.from_crontab(channel.spec.schedule), id=f"digest:{channel_id}",
                                   misfire_grace_time=3600)
         scheduler.add_job(guarded("heartbeat", lambda: jobs.beat(rt)), "interval",
@@ -280,9 +282,7 @@ class Daemon:
     def run(self) -> int:
         """Start, run until a signal, stop; returns the exit code."""
         from scheduler.context import fail
-        from scheduler.memdiag import start_from_environment
 
-        start_from_environment()  # NEWSMON_TRACEMALLOC: a diagnostic, off unless set
         try:
             self.acquire_lock()
         except DaemonLockedError as exc:

@@ -5,10 +5,13 @@ Our exception hierarchy::
     SchedulerError
     ├── ConfigError          a configuration that cannot be used: names the file, the key and
     │                        what is wrong (the CLI exits 2)
-    └── UnknownSourceError   a source id that is not configured (also a KeyError)
+    ├── UnknownSourceError   a source id that is not configured (also a KeyError)
+    └── ServeError           the web page cannot be served as configured (address in use, not
+                             allowed, unknown host)
 
-The storage package's own (``storage.errors``: DatabaseError, ImportLineError,
-DaemonLockedError) and the crawler's (``crawler.errors``) reach the CLI as they are.
+The web API's BadParameter (``scheduler.web.params``, a ValueError) never leaves it: it is
+answered with 422 and its reason. The storage package's own (``storage.errors``) and the
+crawler's (``crawler.errors``) reach the CLI as they are.
 """
 
 from __future__ import annotations
@@ -29,3 +32,7 @@ class ConfigError(SchedulerError):
 
 class UnknownSourceError(SchedulerError, KeyError):
     """Raised by crawl_round for a source id that is not configured."""
+
+
+class ServeError(SchedulerError):
+    """The web page cannot be served as configured (address in use, not allowed, unknown host)."""

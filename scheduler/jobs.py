@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+from sqlalchemy import Engine
 
-from crawler.failures import fault_message, round_failure_class
+from crawler.failures import TIMEOUT, ErrorClass, fault_message, round_failure_class
 from crawler.policy import next_poll_at
 from scheduler.polllog import PollLog
 from storage.db import in_list
@@ -40,10 +42,12 @@ if TYPE_CHECKING:
 
     from scheduler.config import AppConfig
     from scheduler.notifiers import Channel, Delivery
+    from scheduler.runner import CrawlReport
 
 EventSink = Callable[[dict[str, Any]], None]
-RoundFn = Callable[[Sequence[str], EventSink], object]
-"""Runs one crawl round over these source ids, calling the sink once per finished source."""
+RoundFn = Callable[[Sequence[str], EventSink], "CrawlReport | None"]
+"""Runs one crawl round over these source ids, calling the sink once per finished source; its
+report (if any) says how the round itself failed."""
 
 DISPATCH_BATCH = 50
 DIGEST_BATCH = 1000
@@ -144,9 +148,10 @@ def round_job(rt: Runtime, ids: Sequence[str]) -> None:
     a next poll time and no lease of ours."""
     started = rt.clock()
     failure: Exception | None = None
+    report: CrawlReport | None = None
     rt.in_round.set()
     try:
-        rt.crawl_round(ids, rt.log_poll)
+        report = rt.crawl_round(ids, rt.log_poll)
     except Exception as exc:  # the job boundary: one source set failed, the daemon goes on
         failure = exc
         logger.opt(exception=exc).error("crawl round of {} sources failed: {}", len(ids),
@@ -154,40 +159,49 @@ def round_job(rt: Runtime, ids: Sequence[str]) -> None:
     finally:
         rt.in_round.clear()
         try:
-            settle_sources(rt, ids, started, failure)
+            settle_sources(rt, ids, started, failure, report)
         finally:
             rt.wake_dispatch()
 
 
-def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime,
-                   failure: Exception | None) -> None:
-    """Sources the round did not finish (killed, timed out, crashed) get an error outcome and
-    back-off — unless the daemon is stopping and ended the round itself: those stay due and are
-    polled after the next start; sources it left without a future poll time get one (never a
-    hot loop)."""
+def unfinished_failure(failure: BaseException | None, report: CrawlReport | None) -> tuple[ErrorClass, str]:
+    """The error of a source a round left unrecorded: the round's exception (by its type:
+    ``crash``, or ``timeout`` for a TimeoutError), else the failure its report gives as data,
+    else ``timeout`` (the round ended before the source was polled)."""
+    if failure is not None:
+        return round_failure_class(failure), fault_message(failure)
+    if report is not None and report.failure is not None:
+        return report.failure, report.failure_message or report.failure
+    return TIMEOUT, "the crawl round ended before this source was polled"
+
+
+def settle_sources(rt: Runtime, ids: Sequence[str], started: datetime, failure: BaseException | None,
+                   report: CrawlReport | None = None) -> None:
+    """Sources the round did not finish (killed, timed out, crashed) get an error
+    (``unfinished_failure``) and back-off — unless the daemon is stopping and ended the round
+    itself: those stay due and are polled after the next start; sources it left without a
+    future poll time get one (never a hot loop)."""
     now = rt.clock()
     crawl = rt.config.crawl
-    unfinished: list[dict[str, Any]] = []
+    error_class, message = unfinished_failure(failure, report)
+    events: list[dict[str, Any]] = []
     with rt.sessions() as session:
         for source in load_sources(session, ids):
             if source.lease_owner == rt.worker_id and rt.stopping.is_set():
                 continue  # the daemon stopped the round: no fault of the source, it stays due
             if source.lease_owner == rt.worker_id:
-                message = (fault_message(failure) if failure is not None
-                           else "the crawl round ended before this source was polled")
-                error_class = round_failure_class(failure)
                 when = next_poll_at(now, interval=source.interval_seconds, failures=source.failures + 1,
                                     max_backoff=crawl.max_backoff, jitter=crawl.jitter)
                 record_poll(session, PollOutcome(source.id, started, now, "error", error_class=error_class,
                                                  message=message, next_poll_at=when), rt.worker_id)
-                unfinished.append({"source_id": source.id, "outcome": "error", "error_class": error_class,
-                                   "message": message})
+                events.append({"source_id": source.id, "outcome": "error", "error_class": error_class,
+                               "message": message})
             elif source.next_poll_at is None or source.next_poll_at <= now:
                 source.next_poll_at = next_poll_at(now, interval=source.interval_seconds,
                                                    jitter=crawl.jitter)
         session.commit()
         release_sources(session, rt.worker_id, in_list(ids))
-    for event in unfinished:
+    for event in events:
         rt.log_poll(event)
 
 
@@ -251,7 +265,7 @@ def dispatch_channel(rt: Runtime, channel_id: str) -> int:
         sent = 0
         for index, event in enumerate(events):
             if rt.stopping.is_set() or not _record(rt, session, channel, event,
-                                                   _deliver(channel, lambda e=event: channel.send(e))):
+                                                   _deliver(channel, partial(channel.send, event))):
                 release_events(session, rt.worker_id, [e.id for e in events[index + 1:]])
                 break
             sent += 1
@@ -353,6 +367,7 @@ def prune_history(rt: Runtime) -> None:
 
     with rt.sessions() as session:
         engine = session.get_bind()
+    assert isinstance(engine, Engine)  # the sessions are bound to the daemon's engine
     with engine.connect() as connection:
         with rt.sessions(bind=connection) as session:
             pruned = prune(session, rt.clock(), story_window=WINDOW,

@@ -20,12 +20,12 @@ from typing import IO, Any
 from loguru import logger
 
 from crawler.addresses import url_host
-from crawler.failures import CRASH, OWN_FAULTS, TIMEOUT
+from crawler.failures import CRASH, OWN_FAULTS, TIMEOUT, ErrorClass
 from crawler.job import ChannelSpec, CrawlJob, SourceEvent, parse_event
 from crawler.policy import next_poll_at
 from crawler.sources import SourceSpec
 from scheduler.config import AppConfig
-from scheduler.errors import UnknownSourceError  # noqa: F401 - re-exported: scheduler.runner.UnknownSourceError
+from scheduler.errors import UnknownSourceError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Beyond the job's own deadline: the crawler's watchdog grace plus process start-up.
@@ -35,12 +35,17 @@ TERM_GRACE = 2.0
 
 @dataclass
 class CrawlReport:
-    """What one round came to: one SourceEvent per source (in completion order)."""
+    """What one round came to: one SourceEvent per source (in completion order), and the
+    round's own failure as data: ``failure`` is ``timeout`` when a crawl process was stopped at
+    the deadline, ``crash`` when one died, None when every process ran to its end (or was
+    stopped on purpose, SIGTERM); ``failure_message`` says it in words."""
 
     sources: list[SourceEvent] = field(default_factory=list)
     returncode: int | None = None
     timed_out: bool = False
     seconds: float = 0.0
+    failure: ErrorClass | None = None
+    failure_message: str | None = None
 
     @property
     def all_failed(self) -> bool:
@@ -121,8 +126,22 @@ def crawl_round(
     report.returncode = next((r.returncode for r in runs if r.returncode != 0), 0)
     report.seconds = time.monotonic() - started
     for run in runs:
-        _record_missing(config, run.shard.sources, report, worker_id, run.returncode)
+        failed = process_failure(report.timed_out, run.returncode)
+        if failed is not None and report.failure is None:
+            report.failure, report.failure_message = failed
+        _record_missing(config, run.shard.sources, report, worker_id, failed, run.returncode)
     return report
+
+
+def process_failure(timed_out: bool, returncode: int | None) -> tuple[ErrorClass, str] | None:
+    """How a crawl process of a round failed: stopped at the deadline (``timeout``: killed by
+    the runner, or its own watchdog's exit 124), died (``crash``: any other non-zero status), or
+    not at all (None: it ran to its end, or SIGTERM stopped it on purpose)."""
+    if timed_out or returncode == 124:
+        return TIMEOUT, "the crawl round was stopped at its deadline"
+    if returncode in (0, -signal.SIGTERM):
+        return None
+    return CRASH, f"the crawl process exited with status {returncode}"
 
 
 MAX_PROCESSES = 4
@@ -273,22 +292,21 @@ def _kill(process: subprocess.Popen[str]) -> None:
 
 
 def _record_missing(config: AppConfig, sources: Sequence[SourceSpec], report: CrawlReport,
-                    worker_id: str | None, returncode: int | None) -> None:
-    """Sources a crawl process did not report on get an error recorded (timeout when killed)."""
+                    worker_id: str | None, failed: tuple[ErrorClass, str] | None,
+                    returncode: int | None) -> None:
+    """Sources a crawl process did not report on get an error recorded: its ``failed`` class
+    (``process_failure``)."""
     seen = {e.source_id for e in report.sources}
     missing = [s for s in sources if s.id not in seen]
     if not missing:
         return
-    timed_out = report.timed_out or returncode == 124
-    if not timed_out and returncode in (0, -signal.SIGTERM):
+    if failed is None:
         # Stopped on purpose (SIGTERM: the daemon or systemd stopping): not the sources' fault.
         # They keep their lease until the caller releases it, and stay due.
         logger.warning("crawl round ended (status {}) before polling {}", returncode,
                        ", ".join(s.id for s in missing))
         return
-    error_class = TIMEOUT if timed_out else CRASH
-    message = ("the crawl round was stopped at its deadline" if timed_out
-               else f"the crawl process exited with status {returncode}")
+    error_class, message = failed
     try:
         _record_errors(config, missing, error_class, message, worker_id)
     except Exception:  # the job boundary: the report still tells the caller
@@ -298,7 +316,7 @@ def _record_missing(config: AppConfig, sources: Sequence[SourceSpec], report: Cr
                                           error_class=error_class, message=message))
 
 
-def _record_errors(config: AppConfig, sources: Sequence[SourceSpec], error_class: str,
+def _record_errors(config: AppConfig, sources: Sequence[SourceSpec], error_class: ErrorClass,
                    message: str, worker_id: str | None) -> None:
     from storage.db import make_engine, make_session_factory
     from storage.repository import PollOutcome, load_sources, record_poll

@@ -3,8 +3,9 @@
 Our hierarchy:
 
 * StorageError
-  + DatabaseError   the database cannot be opened, migrated or reached
-  + ImportLineError a line of an import file is not a valid exported item
+  + DatabaseError     the database cannot be opened, migrated or reached
+  + ImportLineError   a line of an import file is not a valid exported item
+  + DaemonLockedError another daemon already runs on this SQLite database (storage.leases)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageError
-from storage.models import AlertEvent, Source, Worker
+from storage.models import AlertEvent, Revisit, Source, Worker
 
 
 class DaemonLockedError(StorageError):
@@ -63,12 +63,12 @@ def claim_due_sources(session: Session, worker_id: str, now: datetime, *, limit:
     return [r.id for r in sorted(rows, key=lambda r: (r.next_poll_at is not None, r.next_poll_at, r.id))]
 
 
-def _due_ids(worker_id: str, now: datetime, limit: int) -> Select[tuple[str]]:
+def _due_ids(worker_id: str, now: datetime, limit: int) -> Select[str]:
     return (select(Source.id).where(*_due(now))
             .order_by(Source.next_poll_at.asc().nulls_first(), Source.id).limit(limit))
 
 
-def _polite_ids(worker_id: str, now: datetime, limit: int, per_host: int) -> Select[tuple[str]]:
+def _polite_ids(worker_id: str, now: datetime, limit: int, per_host: int) -> Select[str]:
     """Due sources within each host's remaining quota (see claim_due_sources)."""
     others = (select(Source.host, func.count().label("n"))
               .where(Source.lease_owner.is_not(None), Source.lease_owner != worker_id,
@@ -145,6 +145,10 @@ def _free_leases_of(session: Session, worker_ids: Sequence[str]) -> None:
                     .values(lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False))
     session.execute(update(AlertEvent).where(AlertEvent.lease_owner.in_(list(worker_ids)))
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False))
+    # revisits a killed round had claimed: due again now, not when their lease ends
+    session.execute(update(Revisit).where(Revisit.lease_owner.in_(list(worker_ids)))
                     .values(lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time as clock
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
@@ -19,9 +20,17 @@ from sqlalchemy.orm import Session
 from storage.models import Item, ItemSignature, StoryBand
 from storage.partitions import drop_partitions_before, ensure_partitions, is_partitioned
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult, Result
+
 BATCH_SECONDS = 0.025
 FIRST_BATCH = 500
 MAX_BATCH = 20_000
+
+
+def _rowcount(result: Result[Any]) -> int:
+    # Session.execute returns a CursorResult for DML but is typed Result: SQLAlchemy's documented cast
+    return cast("CursorResult[Any]", result).rowcount
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,11 @@ def prune(session: Session, now: datetime, *, fetch_log_keep: timedelta,
             ensure_partitions(connection, now)
             days = len(dropped)
         else:
-            log_rows = session.execute(text("DELETE FROM fetch_log WHERE started_at < :c"),
-                                       {"c": log_cutoff}).rowcount or 0
-        bands = session.execute(delete(StoryBand).where(StoryBand.seen_at < story_cutoff)).rowcount or 0
+            log_rows = _rowcount(session.execute(text("DELETE FROM fetch_log WHERE started_at < :c"),
+                                                 {"c": log_cutoff})) or 0
+        bands = _rowcount(session.execute(delete(StoryBand).where(StoryBand.seen_at < story_cutoff))) or 0
         old_items = select(Item.id).where(Item.first_seen_at < story_cutoff)
-        signatures = session.execute(delete(ItemSignature).where(ItemSignature.item_id.in_(old_items))).rowcount
+        signatures = _rowcount(session.execute(delete(ItemSignature).where(ItemSignature.item_id.in_(old_items))))
         session.commit()
         return Pruned(log_rows, bands, signatures or 0, days)
     session.commit()

@@ -53,7 +53,7 @@ class RetryPolicy:
 def backoff_seconds(attempts: int, policy: RetryPolicy, retry_after: float | None = None) -> float:
     """Delay before attempt ``attempts + 1``: exponential with full jitter in its upper half,
     never below a server's Retry-After, never above the cap."""
-    exponential = policy.base_seconds * 2 ** max(0, attempts - 1)
+    exponential: float = policy.base_seconds * 2 ** max(0, attempts - 1)
     delay = min(policy.cap_seconds, exponential)
     delay = delay / 2 + policy.rng.uniform(0, delay / 2)
     if retry_after is not None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, text, update
@@ -24,6 +24,9 @@ from storage.models import (
 )
 from storage.search import Query, parse_query, query_admits
 from storage.stories import Signed
+
+if TYPE_CHECKING:
+    from storage.revisits import PageState
 
 # Alerts go out for matches at least this sure (crawler/evidence.py: 1.0 a name or safe
 # acronym, 0.95–0.7 an ambiguous acronym with evidence, 0.6 only a foreign-affairs source).
@@ -81,6 +84,9 @@ class ItemWrite:
     entry_hash: str | None = None
     # Derived values computed ahead, outside the write transaction (``storage.writes.prepare``).
     prepared: Prepared | None = None
+    # What the article page said (validators, own title, text fingerprint): its first revisit's
+    # baseline (``storage.revisits.keep_page_states``); None when no page was read or no revisit is due.
+    page: PageState | None = None
 
 
 @dataclass(frozen=True)

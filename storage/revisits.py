@@ -12,9 +12,9 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,6 +60,43 @@ class RevisitClaim:
     page_title: str | None  # what the page said at the last revisit (None: not revisited yet)
     page_hash: str | None
     language: str | None = None
+    first_seen_at: datetime | None = None  # the schedule's origin (its result then needs no item read)
+
+
+@dataclass(frozen=True)
+class PageState:
+    """What an article page said when the crawl read it: its validators (ETag, Last-Modified),
+    its own title (folded) and text fingerprint (``crawler.revisits``). Kept from the first
+    fetch, they make the first revisit conditional and its baseline the page itself."""
+
+    etag: str | None
+    last_modified: str | None
+    page_title: str
+    page_hash: str
+    first_after: float  # seconds after first seen: the first revisit slot
+
+
+def keep_page_states(session: Session, states: Sequence[tuple[int, PageState]]) -> None:
+    """Record ``(item_id, state)`` pairs on the items' revisit rows (one statement): a new row
+    is due at the first slot after the item was first seen, as ``_seed`` would make it; an
+    existing row keeps its schedule and lease and takes the page's validators and baseline."""
+    if not states:
+        return
+    by_item = dict(states)
+    items = session.execute(select(Item.id, Item.source_id, Item.first_seen_at)
+                            .where(Item.id.in_(list(by_item)))).all()
+    rows = [{"item_id": item_id, "source_id": source_id, "done": 0,
+             "due_at": first_seen + timedelta(seconds=by_item[item_id].first_after),
+             "etag": by_item[item_id].etag, "last_modified": by_item[item_id].last_modified,
+             "page_title": by_item[item_id].page_title, "page_hash": by_item[item_id].page_hash}
+            for item_id, source_id, first_seen in items]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    stmt = postgresql.insert(Revisit) if dialect == "postgresql" else sqlite.insert(Revisit)
+    session.execute(stmt.on_conflict_do_update(index_elements=["item_id"], set_={
+        "etag": stmt.excluded.etag, "last_modified": stmt.excluded.last_modified,
+        "page_title": stmt.excluded.page_title, "page_hash": stmt.excluded.page_hash}), rows)
 
 
 SEED_GRACE = 86400.0  # seconds: an item whose slots all passed unseen still gets one revisit
@@ -104,14 +141,15 @@ def claim_revisits(session: Session, source_id: str, schedule: Sequence[float], 
     rows = session.execute(
         select(Item.id, Item.url, Item.canonical_url, Item.title, Item.text, Item.content_hash,
                Item.removed, Item.version, ItemVersion.raw_url, Revisit.etag,
-               Revisit.last_modified, Revisit.page_title, Revisit.page_hash, Item.language)
+               Revisit.last_modified, Revisit.page_title, Revisit.page_hash, Item.language,
+               Item.first_seen_at)
         .join(Revisit, Revisit.item_id == Item.id)
         .outerjoin(ItemVersion, and_(ItemVersion.item_id == Item.id, ItemVersion.version == Item.version))
         .where(Item.id.in_(picked), Revisit.lease_owner == owner)).all()
     return [RevisitClaim(item_id=r[0], source_id=source_id, url=r[1], canonical_url=r[2], title=r[3],
                          text=r[4], content_hash=r[5], removed=bool(r[6]), version=r[7],
                          version_url=r[8], etag=r[9], last_modified=r[10], page_title=r[11],
-                         page_hash=r[12], language=r[13]) for r in rows]
+                         page_hash=r[12], language=r[13], first_seen_at=r[14]) for r in rows]
 
 
 def release_revisits(session: Session, owner: str, item_ids: Sequence[int]) -> None:
@@ -148,6 +186,14 @@ class RevisitResult:
     raw: bytes = b""
     raw_url: str | None = None
     raw_headers: dict[str, str] = field(default_factory=dict)
+    first_seen_at: datetime | None = None  # from the claim: ``save_quiet_revisits`` needs it
+
+    @property
+    def quiet(self) -> bool:
+        """True when the revisit found nothing to store (a 304, a failure, an unchanged page of
+        an item not removed): only its bookkeeping is written (``save_quiet_revisits``)."""
+        return self.first_seen_at is not None and (
+            self.kind in ("not-modified", "failed") or (self.kind == "page" and not self.changed))
 
 
 def save_revisit(session: Session, result: RevisitResult, channels: Sequence[ChannelRule] = ()
@@ -173,6 +219,46 @@ def save_revisit(session: Session, result: RevisitResult, channels: Sequence[Cha
     item = session.get(Item, result.item_id)
     assert item is not None
     return _new_version(session, item, result, channels, removed=result.kind == "removed")
+
+
+def save_quiet_revisits(session: Session, results: Sequence[RevisitResult]) -> list[SaveResult]:
+    """Record revisits that found nothing to store (``RevisitResult.quiet``): the schedule of
+    each moves on, its lease is given back, an unchanged page's validators and baseline are
+    kept; no item is read, and the rows are written by one ``executemany`` per kind."""
+    plain = [_quiet_row(r) for r in results if r.kind != "page"]
+    pages = [_quiet_row(r) | {"q_etag": r.etag, "q_last_modified": r.last_modified,
+                               "q_page_title": r.page_title, "q_page_hash": r.page_hash}
+             for r in results if r.kind == "page"]
+    table: Table = Revisit.__table__  # type: ignore[assignment]
+    if plain:
+        session.execute(_QUIET_UPDATE, plain)
+    if pages:
+        session.execute(_QUIET_UPDATE.values(**{c: bindparam(f"q_{c}", type_=table.c[c].type) for c in (
+            "etag", "last_modified", "page_title", "page_hash")}), pages)
+    return [SaveResult(r.item_id, "unchanged", 0, None, []) for r in results]
+
+
+def _quiet_row(result: RevisitResult) -> dict[str, object]:
+    assert result.first_seen_at is not None
+    return {"q_item_id": result.item_id, "q_owner": result.owner, "q_last_at": result.fetched_at,
+            "q_status": result.status,
+            "q_due_at": next_due(result.first_seen_at, result.schedule, result.fetched_at)}
+
+
+def _quiet_update() -> Any:
+    table: Table = Revisit.__table__  # type: ignore[assignment]  # Core: an executemany by item_id
+    owner = bindparam("q_owner", type_=table.c.lease_owner.type)
+    mine = table.c.lease_owner == owner
+    return (update(table).where(table.c.item_id == bindparam("q_item_id", type_=table.c.item_id.type))
+            .values(done=table.c.done + 1,
+                    last_at=bindparam("q_last_at", type_=table.c.last_at.type),
+                    last_status=bindparam("q_status", type_=table.c.last_status.type),
+                    due_at=bindparam("q_due_at", type_=table.c.due_at.type),
+                    lease_owner=case((mine, None), else_=table.c.lease_owner),
+                    lease_expires_at=case((mine, None), else_=table.c.lease_expires_at)))
+
+
+_QUIET_UPDATE = _quiet_update()
 
 
 def _schedule_next(session: Session, first_seen: datetime, result: RevisitResult) -> None:

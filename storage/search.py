@@ -4,10 +4,13 @@ to SQLite FTS5 or PostgreSQL tsquery so both backends answer the same way."""
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import cache
 
 import Stemmer
+
+from storage.fts_fold import DROPPED, SOURCE, TARGET
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
@@ -62,6 +65,15 @@ _MAX_WORD = 1000  # characters (to_tsvector drops words over 2,047 bytes)
 _MAX_POSITION = 16383  # to_tsvector gives every later word this position
 
 
+def _pairs(terms: str) -> list[str] | None:
+    if _NOT_PLAIN.search(terms) is not None:
+        return None
+    words = terms.split()
+    if len(words) > _MAX_POSITION or (words and max(map(len, words)) > _MAX_WORD):
+        return None
+    return list(dict.fromkeys(map(" ".join, zip(words, words[1:]))))  # noqa: B905
+
+
 def search_pairs(terms: str) -> str | None:
     """The adjacent word pairs of ``terms`` ("w1 w2", each once) as a PostgreSQL ``text[]``
     literal, for its index of pairs (``items_search.pairs``), which narrows a phrase to the
@@ -69,15 +81,28 @@ def search_pairs(terms: str) -> str | None:
     positions of ``to_tsvector('simple', terms)`` give (the server's ``search_pairs(tsvector)``,
     which the writers use when this returns None: when a word is outside the plain alphabet or
     a limit is reached, and the server's parse could differ). Computed here so imports need not
-    parse on the server; every writer of ``items_search`` calls this. A literal, not a list:
-    the driver adapts a list of a few hundred strings 50× slower (plain words need no escaping)."""
-    if _NOT_PLAIN.search(terms) is not None:
+    parse on the server; every writer of ``items_search`` calls this (or ``search_pairs_binary``).
+    A literal, not a list: the driver adapts a list of a few hundred strings 6× slower than a
+    whole import row (plain words need no escaping)."""
+    pairs = _pairs(terms)
+    if pairs is None:
         return None
-    words = terms.split()
-    if len(words) > _MAX_POSITION or (words and max(map(len, words)) > _MAX_WORD):
-        return None
-    pairs = dict.fromkeys(map(" ".join, zip(words, words[1:])))  # noqa: B905
     return '{"' + '","'.join(pairs) + '"}' if pairs else "{}"
+
+
+_TEXT_OID = 25
+
+
+def search_pairs_binary(terms: str) -> bytes | None:
+    """``search_pairs`` in PostgreSQL's binary format of a ``text[]`` (for ``COPY … BINARY``)."""
+    pairs = _pairs(terms)
+    if pairs is None:
+        return None
+    if not pairs:
+        return struct.pack("!iiI", 0, 0, _TEXT_OID)
+    encoded = [p.encode() for p in pairs]
+    return b"".join([struct.pack("!iiIii", 1, 0, _TEXT_OID, len(encoded), 1),
+                     *[struct.pack("!i", len(e)) + e for e in encoded]])
 
 
 @dataclass
@@ -119,8 +144,25 @@ def parse_query(text: str) -> Query:
     return query
 
 
+# SQLite's full-text table reads terms with FTS5's ``ascii`` tokenizer (spaces separate them;
+# any non-ASCII character is part of a term), a third of the cost of ``unicode61`` per row;
+# the folding unicode61 did (diacritics removed: ş → s, é → e; ``_`` separates) is done here,
+# on the terms stored and on the terms queried, so searches find what they found before.
+_FOLD = str.maketrans(SOURCE, TARGET, DROPPED)
+# Characters unicode61 keeps as they are (Latin and Russian lower-case letters, digits; the fold
+# table holds none of them): terms of only these, most terms, need no look-up per character.
+UNFOLDED = "0-9a-z\u0430-\u044f "
+_NOT_UNFOLDED = re.compile(f"[^{UNFOLDED}]")
+
+
+def fts5_terms(terms: str) -> str:
+    """``terms`` as SQLite's full-text table stores and queries them (folded as FTS5's
+    ``unicode61 remove_diacritics 2`` tokenizer would fold them)."""
+    return terms.translate(_FOLD) if _NOT_UNFOLDED.search(terms) is not None else terms
+
+
 def _fts5_phrase(terms: list[str]) -> str:
-    return '"' + " ".join(terms) + '"'
+    return '"' + fts5_terms(" ".join(terms)) + '"'
 
 
 def fts5_match(query: Query) -> str | None:

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from storage.import_prep import Prepared, prepare
+from storage.import_prep import Prepared, copy_binary_search, prepare
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
 from storage.serialize import item_dict, raw_body, version_dict
 from storage.writes import index_item, index_items
@@ -282,10 +282,10 @@ class Importer:
                 item_id, record["source"], record["url"], record["canonical_url"], record["_url_key"],
                 record.get("guid"), record["_guid_key"], record.get("language"), published, first_seen, updated,
                 sort_at, len(kept), last["content_hash"], last.get("title") or "", last.get("text") or "",
-                story_id))
+                story_id, bool(last.get("removed"))))
             for number, v in enumerate(kept, 1):
                 versions.append((item_id, number, v["_at"], v.get("title") or "", v.get("text") or "",
-                                 v["content_hash"]))
+                                 v["content_hash"], bool(v.get("removed"))))
             content_hash = record["_versions"][-1]["content_hash"]
             for source_id in record["_sources"]:
                 links.append((item_id, source_id, record["_guid_key"] if source_id == record["source"] else None,
@@ -359,13 +359,15 @@ class Importer:
         known = {v.content_hash for v in item.versions}
         added = 0
         for v in record["_versions"]:
-            if v["content_hash"] in known:
+            removed = bool(v.get("removed"))  # a new item also takes its removals and returns
+            if v["content_hash"] in known and (not fresh or removed == bool(item.removed)):
                 continue
             item.version += 1
+            item.removed = removed
             fetched = v["_fetched"] or self.now
             self.session.add(ItemVersion(
                 item=item, version=item.version, fetched_at=fetched, title=v.get("title") or "",
-                text=v.get("text") or "", content_hash=v["content_hash"]))
+                text=v.get("text") or "", content_hash=v["content_hash"], removed=removed))
             item.title, item.text = v.get("title") or "", v.get("text") or ""
             item.content_hash, item.updated_at = v["content_hash"], fetched
             known.add(v["content_hash"])
@@ -455,8 +457,8 @@ def _line_chunks(lines: Iterable[str | bytes], size: int) -> Iterator[Lines]:
 
 _ITEM_COLUMNS = ("id", "source_id", "url", "canonical_url", "url_key", "guid", "guid_key", "language",
                  "published_at", "first_seen_at", "updated_at", "sort_at", "version", "content_hash", "title",
-                 "text", "story_id")
-_VERSION_COLUMNS = ("item_id", "version", "fetched_at", "title", "text", "content_hash")
+                 "text", "story_id", "removed")
+_VERSION_COLUMNS = ("item_id", "version", "fetched_at", "title", "text", "content_hash", "removed")
 _LINK_COLUMNS = ("item_id", "source_id", "guid_key", "content_hash", "first_seen_at")
 _MATCH_COLUMNS = ("item_id", "organisation", "alias", "form", "snippet", "start", "end", "in_title")
 
@@ -503,16 +505,19 @@ class _Bulk:
             for row in rows:
                 copy.write_row(row)
 
-    def search(self, rows: list[tuple[int, str, str | None, str | None]]) -> None:
+    def search(self, rows: list[tuple[int, str, bytes | None, bytes | None]]) -> None:
         """Full-text rows of new items (as ``repository.index_item(fresh=True)``): FTS5 rows on
-        SQLite; on PostgreSQL the tsvector literal and word pairs where ``import_prep`` could
+        SQLite; on PostgreSQL the tsvector and word pairs in binary where ``import_prep`` could
         make them, else ``to_tsvector`` on the server."""
         if self.sqlite:
             self.driver.cursor().executemany("INSERT INTO items_fts(rowid, terms) VALUES (?, ?)",
                                              [(i, terms) for i, terms, *_ in rows])
             return
-        self.rows("items_search", ("item_id", "terms", "pairs"),
-                  [(i, tsv, pairs) for i, _, tsv, pairs in rows if tsv is not None and pairs is not None])
+        binary = [(i, tsv, pairs) for i, _, tsv, pairs in rows if tsv is not None and pairs is not None]
+        if binary:
+            with self.driver.cursor() as cursor, cursor.copy(
+                    "COPY items_search (item_id, terms, pairs) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(copy_binary_search(binary))
         parsed = [(i, terms) for i, terms, tsv, pairs in rows if tsv is None or pairs is None]
         if parsed:
             index_items(self.session, parsed, fresh=True)

@@ -46,7 +46,7 @@ from storage.repository import (
     find_link,
     key_of,
 )
-from storage.search import search_pairs, search_terms
+from storage.search import fts5_terms, search_pairs, search_terms
 from storage.serialize import item_dict
 from storage.stories import Choice, SameAs, Signed, StoryRule, choose_stories
 
@@ -392,10 +392,10 @@ def index_items(session: Session, rows: Sequence[tuple[int, str]], *, fresh: boo
     if not rows:
         return
     if session.get_bind().dialect.name == "sqlite":
+        params = [{"id": i, "t": fts5_terms(terms)} for i, terms in rows]
         if not fresh:
             session.execute(text("DELETE FROM items_fts WHERE rowid = :id"), [{"id": i} for i, _ in rows])
-        session.execute(text("INSERT INTO items_fts(rowid, terms) VALUES (:id, :t)"),
-                        [{"id": i, "t": terms} for i, terms in rows])
+        session.execute(text("INSERT INTO items_fts(rowid, terms) VALUES (:id, :t)"), params)
     else:  # the pairs of a text search_pairs cannot vouch for come from the server's tsvector
         session.execute(text(
             "INSERT INTO items_search(item_id, terms, pairs) SELECT :id, v, "

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from scheduler.config import AppConfig
 from scheduler.daemon import build_channels, source_rows
 from scheduler.jobs import EventSink, RoundFn, Runtime, dispatch_channel, poll_due_sources, send_digest
+from scheduler.runner import CrawlReport
 from storage.db import make_engine, make_session_factory
 from storage.models import AlertEvent, Item, Source, Worker
 from storage.repository import PollOutcome, record_poll, sync_sources
@@ -344,6 +345,26 @@ def test_poll_job_settles_every_claimed_source(sqlite_url: str, receiver: Receiv
         assert b is not None and b.lease_owner is None and b.failures == 1
         assert b.last_error_class == "timeout" and b.next_poll_at is not None
         assert b.next_poll_at > now[0]
+
+
+def test_a_round_whose_process_died_costs_its_unreported_sources_a_crash(sqlite_url: str,
+                                                                          receiver: Receiver) -> None:
+    # The round's report says how it failed (data, not words): a source it left unrecorded gets
+    # that class, not the generic "timeout".
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+
+    def died(ids: Sequence[str], sink: EventSink) -> CrawlReport:
+        return CrawlReport(returncode=-11, failure="crash",
+                           failure_message="the crawl process exited with status -11")
+
+    rt = make_runtime(sqlite_url, receiver, died, now)
+    assert poll_due_sources(rt) == 2
+    with rt.sessions() as session:
+        for source_id in ("a", "b"):
+            source = session.get(Source, source_id)
+            assert source is not None and source.lease_owner is None and source.failures == 1
+            assert source.last_error_class == "crash"
+            assert source.last_error_message == "the crawl process exited with status -11"
 
 
 def test_a_crashing_round_costs_its_sources_an_error(sqlite_url: str, receiver: Receiver) -> None:

@@ -136,3 +136,43 @@ def test_every_class_is_in_the_one_list() -> None:
     assert round_failure_class(TimeoutError("deadline")) == TIMEOUT
     assert round_failure_class(RuntimeError("the round's process vanished")) == CRASH
     assert STORAGE in OWN_FAULTS and CRASH in OWN_FAULTS
+
+
+def test_scrapys_bare_ignore_requests_are_told_apart_by_type_or_scrapys_fixed_messages() -> None:
+    """Robots.txt and redirect loops end in an IgnoreRequest that only Scrapy's message tells
+    apart (a Scrapy upgrade that rewords them shows here); a decompression bomb by its cause."""
+    import inspect
+
+    from scrapy.downloadermiddlewares import redirect, robotstxt
+    from scrapy.exceptions import IgnoreRequest
+    from scrapy.utils._compression import _DecompressionMaxSizeExceeded
+
+    from crawler.failures import CONNECT, REDIRECTS, ROBOTS, TOO_LARGE
+    from crawler.outcomes import SCRAPY_IGNORED, classify_exception
+
+    assert SCRAPY_IGNORED == {"Forbidden by robots.txt": ROBOTS, "max redirections reached": REDIRECTS}
+    for module, message in ((robotstxt, "Forbidden by robots.txt"), (redirect, "max redirections reached")):
+        assert f'raise IgnoreRequest("{message}")' in inspect.getsource(module)
+        assert classify_exception(IgnoreRequest(message)) == (SCRAPY_IGNORED[message], message)
+    bomb = IgnoreRequest("Ignored response <200 http://x/> because its body exceeded DOWNLOAD_MAXSIZE")
+    bomb.__cause__ = _DecompressionMaxSizeExceeded(2_000_000, 1_000_000)
+    assert classify_exception(bomb)[0] == TOO_LARGE
+    # the same words without the cause are not a size problem: no classification by wording
+    assert classify_exception(IgnoreRequest("the body was larger than DOWNLOAD_MAXSIZE"))[0] == CONNECT
+
+
+def test_a_rounds_report_carries_its_failure_as_data() -> None:
+    from scheduler.jobs import unfinished_failure
+    from scheduler.runner import CrawlReport, process_failure
+
+    assert process_failure(False, 0) is None
+    assert process_failure(False, -15) is None  # SIGTERM: stopped on purpose
+    assert process_failure(True, -9) == (TIMEOUT, "the crawl round was stopped at its deadline")
+    assert process_failure(False, 124)[0] == TIMEOUT  # the crawl process's own watchdog
+    assert process_failure(False, 1) == (CRASH, "the crawl process exited with status 1")
+    # what the daemon records for a source the round left unrecorded
+    crashed = CrawlReport(failure=CRASH, failure_message="the crawl process exited with status -11")
+    assert unfinished_failure(None, crashed) == (CRASH, "the crawl process exited with status -11")
+    assert unfinished_failure(None, CrawlReport())[0] == TIMEOUT
+    assert unfinished_failure(None, None)[0] == TIMEOUT
+    assert unfinished_failure(RuntimeError("boom"), crashed) == (CRASH, "RuntimeError: boom")

@@ -4,9 +4,8 @@ one transaction per item with its outbox rows, repeats dropped, a lost insert ra
 from __future__ import annotations
 
 import asyncio
-import inspect
+import json
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -208,47 +207,108 @@ def test_finished_polls_are_recorded_in_the_next_item_commit(db_url: str, failin
     engine.dispose()
 
 
-class _Engine:
-    """The parts of Scrapy's ExecutionEngine that StoragePipeline._last_to_come reads."""
-
-    def __init__(self, downloading: bool) -> None:
-        self._start = None  # start requests all handed out
-        self.downloader = SimpleNamespace(active={"a request"} if downloading else set())
-        self._slot = SimpleNamespace(scheduler=SimpleNamespace(has_pending_requests=lambda: False))
-        self.scraper = SimpleNamespace(slot=SimpleNamespace(queue=[]))
+def _prepared(context: RoundContext, url: str) -> ItemBatch:
+    return MatchPipeline(context).process_item(NormalizePipeline(context).process_item(
+        ItemBatch("src", [record(url, url.rsplit("/", 1)[-1])])))
 
 
-@pytest.mark.parametrize("downloading", [False, True])
-def test_the_last_response_is_stored_without_waiting_for_company(context: RoundContext, monkeypatch: Any,
-                                                                  downloading: bool) -> None:
-    # A group waits GROUP_DELAY for other responses to share its commit; when nothing else is
-    # downloading, scheduled or queued, that wait would only leave the round idle.
+@pytest.mark.parametrize("still_to_come", [None, "request", "batch", "unstarted"])
+def test_the_last_response_is_stored_without_waiting_for_company(
+        context: RoundContext, monkeypatch: Any, still_to_come: str | None) -> None:
+    # A group waits GROUP_DELAY for other responses to share its commit. The round's ledger
+    # knows when nothing else can come (no request scheduled, downloading or in its callback,
+    # no other batch on its way): then the group is stored at once, or as soon as the last
+    # thing it waited for is done; never only by the timer or the end of the round.
     monkeypatch.setattr(pipelines, "GROUP_DELAY", 30.0)
-    batch = MatchPipeline(context).process_item(NormalizePipeline(context).process_item(
-        ItemBatch("src", [record("http://news.example.org/last", "last")])))
+    ledger, poll = context.ledger, context.poll("src")
+    if still_to_come == "unstarted":  # a source whose document request start() has not handed out
+        other = SourceSpec(id="later", url="http://news.example.org/later.rss")
+        ledger.open([SourceSpec(id="src", url="http://news.example.org/rss"), other])
+        poll = context.poll("src")
+    ledger.request_added(poll)  # the feed
+    if still_to_come == "request":
+        ledger.request_added(poll)  # an article page, still downloading
+    batch = _prepared(context, "http://news.example.org/last")
+    ledger.item_added(poll)
+    if still_to_come == "batch":
+        ledger.item_added(poll)  # another response's batch, still on its way through the pipelines
+    ledger.request_done(poll)  # the feed's callback is over
     storage = StoragePipeline(context)
-    storage.crawler = SimpleNamespace(engine=_Engine(downloading))  # type: ignore[assignment]
     storage.open_spider()
+    commits: list[int] = []
+    event.listen(context.sessions.kw["bind"], "commit", lambda conn: commits.append(1))
 
-    async def crawl() -> bool:
+    async def crawl() -> tuple[bool, bool]:
         pending = asyncio.ensure_future(storage.process_item(batch))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        at_once = bool(done)
+        if still_to_come == "request":
+            ledger.request_done(poll)  # the article's callback ends without an item (e.g. a 304)
+        elif still_to_come == "batch":
+            ledger.item_done(poll)  # the other batch was dropped before reaching storage
+        elif still_to_come == "unstarted":
+            later = context.poll("later")
+            ledger.request_added(later)
+            ledger.request_done(later)
         done, _ = await asyncio.wait([pending], timeout=5)
         if not done:
             storage.close_spider()  # the end of the round flushes what waits
         await pending
-        return bool(done)
+        return at_once, bool(done)
 
-    assert asyncio.run(crawl()) is not downloading
+    at_once, in_time = asyncio.run(crawl())
+    assert at_once is (still_to_come is None)
+    assert in_time  # stored when the last thing to come was done, not 30 s later
     assert context.poll("src").new == 1
+    # one commit for the group (and the later source's poll, over without items, on its own)
+    assert len(commits) == (2 if still_to_come == "unstarted" else 1)
 
 
-def test_the_engine_idle_test_still_reads_what_last_to_come_reads() -> None:
-    # _last_to_come mirrors ExecutionEngine.spider_is_idle (less the items waiting in the
-    # pipeline) through Scrapy internals: a Scrapy upgrade that renames them must show here.
-    from scrapy.core.engine import ExecutionEngine
-    from scrapy.core.scraper import Slot
+ROUND_WITH_A_LONG_GROUP_DELAY = """
+import sys
+import crawler.pipelines
+from crawler.__main__ import main
+crawler.pipelines.GROUP_DELAY = 60.0  # a group that waited for company would outlive the round
+sys.exit(main())
+"""
 
-    idle = inspect.getsource(ExecutionEngine.spider_is_idle)
-    for name in ("self._start is not None", "self.downloader.active", "self._slot.scheduler.has_pending_requests()"):
-        assert name in idle
-    assert "self.queue" in inspect.getsource(Slot.is_idle)
+
+@pytest.mark.slow
+def test_a_real_round_stores_its_last_group_when_nothing_else_can_come(site: Any, sqlite_url: str) -> None:
+    # `python -m crawler` with groups that would wait a minute for company: the ledger must see
+    # the end of the round (feeds, then their article pages) and store every group at once. A
+    # missed end leaves the last group waiting past the deadline: sources time out, items are lost.
+    import subprocess
+    import sys
+    import time
+
+    from scheduler.config import build_config
+    from scheduler.runner import PROJECT_ROOT, build_job
+    from tests.plugins.sites import rss
+
+    sources = []
+    for n in range(3):
+        path = site.unique("/last")
+        items = [{"title": f"CICA item {n}.{i}", "link": site.url(f"{path}/a{i}"), "guid": f"{path}/{i}",
+                  "description": f"The CICA council met ({n}.{i})."} for i in range(2)]
+        for i in range(2):
+            site.set(f"{path}/a{i}", f"<html><body><article><h1>Item {n}.{i}</h1><p>The CICA "
+                     f"council met in Astana, item {n}.{i}.</p></article></body></html>".encode(), "text/html")
+        sources.append({"id": f"s{n}", "url": site.set(f"{path}.xml", rss(items)), "allow_private": True,
+                        "fetch_articles": n == 0})
+    config = build_config({"storage": {"url": sqlite_url}, "sources": sources,
+                           "crawl": {"timeout": "5s", "obey_robots": False}}, {})
+    job = build_job(config, config.sources, deadline=30)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", ROUND_WITH_A_LONG_GROUP_DELAY], input=job.model_dump_json(),
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=90)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if '"source"' in line]
+    assert {(e["source_id"], e["outcome"], e["new"]) for e in events} == {
+        ("s0", "ok", 2), ("s1", "ok", 2), ("s2", "ok", 2)}, done.stderr[-2000:]
+    assert elapsed < 25  # well under GROUP_DELAY: no group waited for its timer
+    engine = make_engine(sqlite_url)
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 6
+    engine.dispose()

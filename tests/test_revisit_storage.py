@@ -4,6 +4,7 @@ narrowing by events, sources and query, and how people see it (show, API, page, 
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -15,13 +16,22 @@ from crawler.revisits import judge, page_fingerprint, removal_redirect, stable_l
 from crawler.text import content_hash
 from scheduler.config import ConfigError, build_config
 from scheduler.notifiers import change_message, digest_message
+from storage.db import make_engine, make_session_factory, upgrade
 from storage.diffs import short_word_diff, word_diff
 from storage.models import AlertEvent, Item, Revisit
 from storage.outbox import ClaimedEvent
 from storage.queries import SearchFilter, search_items, source_status
 from storage.repository import ChannelRule, ItemWrite, MatchRow, SourceRow, sync_sources
-from storage.revisits import RevisitClaim, RevisitResult, claim_revisits, next_due, save_revisit
+from storage.revisits import (
+    RevisitClaim,
+    RevisitResult,
+    claim_revisits,
+    next_due,
+    save_quiet_revisits,
+    save_revisit,
+)
 from storage.search import parse_query, query_admits
+from storage.transfer import Importer, export_jsonl
 from storage.writes import save_item
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -168,6 +178,37 @@ def test_claims_seed_the_schedule_lease_once_and_free_after_the_lease(factory) -
                                                   lease_seconds=60, limit=5)] == [item_id]
 
 
+def test_quiet_revisits_move_the_schedule_on_in_one_statement(factory) -> None:
+    """304s, failures and unchanged pages: the schedule, lease and baseline as ``save_revisit``
+    would leave them, for several revisits at once, and no version."""
+    with factory.begin() as s:
+        ids = [save_item(s, write(url=f"https://mfa.example/news/{n}")).item_id for n in range(3)]
+    later = NOW + timedelta(hours=1, seconds=1)
+    with factory.begin() as s:
+        claims = claim_revisits(s, "mfa", SCHEDULE, later, "w", lease_seconds=60, limit=5)
+    assert sorted(c.item_id for c in claims) == ids and all(c.first_seen_at == NOW for c in claims)
+    results = [result(ids[0], "not-modified", status=304, first_seen_at=NOW),
+               result(ids[1], "failed", status=None, first_seen_at=NOW),
+               result(ids[2], "page", changed=False, etag='"e2"', last_modified="Tue, 01 Dec 2026 09:00:00 GMT",
+                      page_title="встреча", page_hash="sha256:abc", first_seen_at=NOW)]
+    assert all(r.quiet for r in results)
+    assert not result(ids[0], "removed", first_seen_at=NOW).quiet
+    assert not result(ids[0], "page", changed=True, first_seen_at=NOW).quiet
+    with factory.begin() as s:
+        saved = save_quiet_revisits(s, results)
+    assert [r.status for r in saved] == ["unchanged"] * 3
+    with factory() as s:
+        rows = {r.item_id: r for r in s.scalars(select(Revisit))}
+        assert all(r.done == 1 and r.lease_owner is None and r.lease_expires_at is None
+                   and r.due_at == NOW + timedelta(days=1) and r.last_at == results[0].fetched_at
+                   for r in rows.values())
+        assert [rows[i].last_status for i in ids] == [304, None, 200]
+        assert (rows[ids[2]].etag, rows[ids[2]].page_title, rows[ids[2]].page_hash) == ('"e2"', "встреча",
+                                                                                       "sha256:abc")
+        assert rows[ids[0]].etag is None and rows[ids[0]].page_hash is None
+        assert all(i.version == 1 for i in s.scalars(select(Item)))
+
+
 def test_an_edit_is_a_version_with_an_edit_event_and_a_new_organisation_a_match(factory) -> None:
     channels = [ChannelRule("hook", events=frozenset({"match", "edit", "removed"})),
                 ChannelRule("matches-only"), ChannelRule("sco", frozenset({"SCO"}), events=frozenset({"edit"}))]
@@ -213,6 +254,47 @@ def test_removal_keeps_the_text_and_a_page_that_comes_back_is_a_version(factory)
         assert not item.removed
         events = [json.loads(p) for p in s.scalars(select(AlertEvent.payload))]
     assert [e["event"] for e in events] == ["removed"] and events[0]["item"]["removed"] is True
+
+
+def test_export_then_import_keeps_removals(factory, tmp_path) -> None:
+    """Removed items stay removed on import, with their removal versions; a page that came
+    back is not removed; importing the same file again changes nothing."""
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    engine = make_engine(source_url)
+    upgrade(engine)
+    source = make_session_factory(engine)
+    with source.begin() as s:
+        sync_sources(s, [SourceRow("mfa", "feed", "https://mfa.example/rss")], NOW)
+        gone = save_item(s, write()).item_id
+        back = save_item(s, write(url="https://mfa.example/news/2")).item_id
+        edited_then_gone = save_item(s, write(url="https://mfa.example/news/3")).item_id
+    with source.begin() as s:
+        save_revisit(s, edited(edited_then_gone, TEXT + "\nДобавлен абзац.", [CICA]))
+    with source.begin() as s:
+        for item_id in (gone, back, edited_then_gone):
+            save_revisit(s, result(item_id, "removed", status=410))
+        save_revisit(s, result(back, "page", changed=True, title="Встреча по линии СВМДА", text=TEXT,
+                               content_hash=content_hash("Встреча по линии СВМДА", TEXT), matches=[CICA]))
+    out = io.StringIO()
+    with source() as s:
+        assert export_jsonl(s, out) == 3
+    engine.dispose()
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line)["removed"] for line in lines] == [True, False, True]
+
+    for _ in range(2):  # the second import finds everything stored
+        with factory() as s:
+            report = Importer(s, NOW).feed(lines)
+            assert report.errors == []
+    assert (report.items_new, report.versions_new, report.unchanged) == (0, 0, 3)
+    with factory() as s:
+        items = {i.url.rsplit("/", 1)[1]: i for i in s.scalars(select(Item))}
+        assert {k: (i.removed, [(v.version, v.removed) for v in i.versions]) for k, i in items.items()} == {
+            "1": (True, [(1, False), (2, True)]),
+            "2": (False, [(1, False), (2, True), (3, False)]),
+            "3": (True, [(1, False), (2, False), (3, True)])}
+        assert [v.text == TEXT for v in items["2"].versions] == [True] * 3  # the text stays
+        assert items["3"].versions[2].text == items["3"].versions[1].text != TEXT
 
 
 def test_channels_narrowed_by_sources_and_query(factory) -> None:

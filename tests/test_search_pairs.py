@@ -151,7 +151,7 @@ def test_the_migration_fills_the_pairs_of_an_existing_database(pg_url: str) -> N
     with engine.begin() as connection:
         config = _alembic_config(engine)
         config.attributes["connection"] = connection
-        command.downgrade(config, "0006")
+        command.downgrade(config, "0007")
     with engine.connect() as conn:
         columns = conn.execute(text("SELECT column_name FROM information_schema.columns "
                                     "WHERE table_name = 'items_search'")).scalars().all()

@@ -1,9 +1,12 @@
-"""The write path's contract on SQLite and PostgreSQL: storing a batch with ``save_items`` leaves
-the same rows and gives the same results as storing its writes one after the other (new,
-unchanged, updated, GUID and link changes, an item named twice, copies of one story inside a
-batch and across batches, the candidate limit, alert rules). The batch takes other routes
-inside (one lookup, Core inserts of runs of new items, stories chosen for a run), so each
-scenario is stored both ways, in two databases of the same backend."""
+"""The one write path, ``storage.writes.save_items``, on SQLite and PostgreSQL: what it stores
+for new, unchanged, updated and moved items, GUID and link changes, an item named twice, copies
+of one story inside a batch and across batches, the candidate limit and alert rules.
+
+Each scenario also checks a property of the function: the result does not depend on how the
+writes are grouped. Inside, a batch takes other routes than a write alone (one lookup, Core
+inserts of runs of new items, stories chosen for a run), so each scenario is stored as given and
+one write per call, in two databases of the same backend, and must leave the same rows and
+give the same results."""
 
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from crawler.stories import MinHashStories
 from storage.db import make_engine, make_session_factory, upgrade
+from storage.models import AlertEvent
 from storage.repository import (
     ChannelRule,
     ItemWrite,
@@ -27,7 +31,7 @@ from storage.repository import (
     sync_sources,
 )
 from storage.stories import StoryRule
-from storage.writes import save_item, save_items
+from storage.writes import save_items
 from tests.plugins.db import _drop_pg_database, _new_pg_database
 from tests.test_stories import AZERTAC, MFA_AZ, MID_AZ, MID_KZ, TREND
 
@@ -64,12 +68,14 @@ def cyclic(n: int, i: int, at: datetime) -> ItemWrite:
                  at=at + timedelta(microseconds=i), matches=[CICA] if mention else [])
 
 
+Databases = tuple[sessionmaker[Session], sessionmaker[Session]]
+
+
 @pytest.fixture
-def twins(db_url: str, tmp_path: Any,
-          pg_template: str | None) -> Iterator[tuple[sessionmaker[Session], sessionmaker[Session]]]:
+def databases(db_url: str, tmp_path: Any, pg_template: str | None) -> Iterator[Databases]:
     """Two migrated databases of the same backend, with the same sources."""
     if db_url.startswith("sqlite"):
-        other = f"sqlite:///{tmp_path / 'twin.db'}"
+        other = f"sqlite:///{tmp_path / 'other.db'}"
         upgrade(engine := make_engine(other))
         engine.dispose()
     else:
@@ -87,15 +93,18 @@ def twins(db_url: str, tmp_path: Any,
         _drop_pg_database(other)
 
 
-def one_by_one(factory: sessionmaker[Session], batches: Batches, rule: StoryRule | None) -> list[SaveResult]:
+def one_per_call(factory: sessionmaker[Session], batches: Batches, rule: StoryRule | None) -> list[SaveResult]:
+    """Each batch in one transaction, one ``save_items`` call per write."""
     results = []
     for batch in batches:
         with factory.begin() as session:
-            results += [save_item(session, w, CHANNELS, stories=rule) for w in batch]
+            for w in batch:
+                results += save_items(session, [w], CHANNELS, stories=rule)
     return results
 
 
 def batched(factory: sessionmaker[Session], batches: Batches, rule: StoryRule | None) -> list[SaveResult]:
+    """Each batch in one ``save_items`` call."""
     results = []
     for batch in batches:
         with factory.begin() as session:
@@ -134,23 +143,28 @@ def outcome(results: list[SaveResult]) -> list[tuple[Any, ...]]:
     return [(r.item_id, r.status, r.version, r.story_id, r.organisations, len(r.events)) for r in results]
 
 
-def assert_same(twins: tuple[sessionmaker[Session], sessionmaker[Session]], batches: Batches,
-                stories: MinHashStories | None = None) -> list[SaveResult]:
-    single, batch = twins
+def store(databases: Databases, batches: Batches, stories: MinHashStories | None = None) -> list[SaveResult]:
+    """Store ``batches`` as given (the results returned) and one write per call (in the other
+    database): the same rows and the same results."""
+    one_by_one, as_given = databases
     stories = stories or MinHashStories()
     for writes in batches:
         stories.prepare(writes)
-    expected = one_by_one(single, batches, stories.rule)
-    got = batched(batch, batches, stories.rule)
+    expected = one_per_call(one_by_one, batches, stories.rule)
+    got = batched(as_given, batches, stories.rule)
     assert outcome(got) == outcome(expected)
-    before, after = snapshot(single), snapshot(batch)
+    before, after = snapshot(one_by_one), snapshot(as_given)
     for table in before:
         assert after[table] == before[table], table
     return got
 
 
-def test_new_items_with_copies_of_one_story_in_the_batch(twins):
-    results = assert_same(twins, [[
+def statuses(results: list[SaveResult]) -> list[tuple[int, str, int]]:
+    return [(r.item_id, r.status, r.version) for r in results]
+
+
+def test_new_items_with_copies_of_one_story_in_the_batch(databases: Databases) -> None:
+    results = store(databases, [[
         write("trend", 1, TREND), write("mfa-az", 1, MFA_AZ, matches=[CICA, SCO]),
         write("azertac", 1, AZERTAC, at=NOW + timedelta(minutes=5)),
         write("mid-ru", 1, MID_AZ, published_at=NOW - timedelta(days=9)),
@@ -160,7 +174,7 @@ def test_new_items_with_copies_of_one_story_in_the_batch(twins):
     assert len({r.story_id for r in results}) == 5
 
 
-def test_unchanged_updated_and_moved_items_next_to_new_ones(twins):
+def test_unchanged_updated_and_moved_items_next_to_new_ones(databases: Databases) -> None:
     first = [write("trend", 1, TREND), write("mfa-az", 1, MFA_AZ), write("mid-ru", 1, MID_AZ),
              write("mid-ru", 2, MID_KZ), write("azertac", 7, AZERTAC)]
     later = NOW + timedelta(hours=2)
@@ -175,61 +189,76 @@ def test_unchanged_updated_and_moved_items_next_to_new_ones(twins):
         write("mid-ru", 3, (title, body + " Дополнено."), at=later),  # new, the template again
         write("azertac", 7, AZERTAC, at=later, matches=[]),  # unchanged (same hash)
     ]
-    results = assert_same(twins, [first, second])
+    results = store(databases, [first, second])
     statuses = [r.status for r in results[len(first):]]
     assert statuses == ["unchanged", "new", "updated", "unchanged", "updated", "new", "unchanged"]
 
 
-def test_an_item_named_twice_in_a_batch(twins):
+def test_an_item_named_twice_in_a_batch(databases: Databases) -> None:
     later = NOW + timedelta(minutes=1)
-    assert_same(twins, [[
+    results = store(databases, [[
         write("trend", 1, TREND), write("azertac", 1, AZERTAC),
         write("trend", 1, TREND, at=later, content_hash="sha256:second"),
         write("trend", 9, MFA_AZ, guid="trend-1"),  # another URL, the first one's GUID
         write("mfa-az", 1, MFA_AZ),
     ]])
+    # the second and third naming of trend 1 (by its URL, then by its GUID) are its versions 2, 3
+    assert statuses(results) == [(1, "new", 1), (2, "new", 1), (1, "updated", 2), (1, "updated", 3),
+                                 (3, "new", 1)]
+    assert [len(r.events) for r in results] == [2, 0, 0, 0, 0]  # the story is alerted once
 
 
-def test_an_unchanged_item_edited_later_in_the_batch(twins):
+def test_an_unchanged_item_edited_later_in_the_batch(databases: Databases) -> None:
     first = [write("trend", 1, TREND), write("mfa-az", 1, MFA_AZ)]
     later = NOW + timedelta(hours=1)
-    assert_same(twins, [first, [
+    results = store(databases, [first, [
         write("trend", 1, TREND, at=later),  # unchanged: its state before the batch
         write("mfa-az", 2, MFA_AZ, at=later),
         write("trend", 1, TREND, at=later, content_hash="sha256:edit", matches=[SCO]),
     ]])
+    assert statuses(results[2:]) == [(1, "unchanged", 1), (3, "new", 1), (1, "updated", 2)]
+    assert results[2].organisations == ["CICA"] and len(results[2].events) == 0
+    # the edit adds SCO, not alerted for its story before: every channel that takes SCO
+    assert results[4].organisations == ["SCO"]
+    with databases[1]() as session:
+        channels = session.scalars(select(AlertEvent.channel).where(AlertEvent.event_id.in_(results[4].events)))
+        assert sorted(channels) == ["fresh", "hook", "sco-only"]
 
 
-def test_bench_like_copies_beyond_the_candidate_limit(twins):
+def test_bench_like_copies_beyond_the_candidate_limit(databases: Databases) -> None:
     batches = [[cyclic(n, i, NOW + timedelta(seconds=n)) for i in range(40)] for n in range(3)]
-    results = assert_same(twins, batches, MinHashStories(max_candidates=16))
+    results = store(databases, batches, MinHashStories(max_candidates=16))
     assert len({r.story_id for r in results}) < 10
 
 
-def test_one_sources_look_alike_items_never_share_a_story(twins):
+def test_one_sources_look_alike_items_never_share_a_story(databases: Databases) -> None:
     """Syndication is across sources: one source's items with the same boilerplate body stay
     apart (a merge would swallow their alerts)."""
     body = ("Cookies help us deliver our services. By using our services, you agree to our use of "
             "cookies and to the processing of your data by our partners for advertising purposes.")
     batches = [[write("trend", i, (f"Trend headline {i} about CICA", body), matches=[CICA]) for i in range(4)],
                [write("trend", 9, ("Another headline", body)), write("azertac", 1, ("AZERTAC headline", body))]]
-    results = assert_same(twins, batches)
+    results = store(databases, batches)
     trend = [r.story_id for r in results[:5]]
     assert len(set(trend)) == 5  # every item of one source its own story
     assert results[5].story_id in trend  # another source's copy still joins
     assert all(r.events for r in results[:4])  # each one alerted
 
 
-def test_window_and_no_story_rule(twins):
+def test_window_and_no_story_rule(databases: Databases) -> None:
     batches = [[write("trend", 1, TREND)],
                [write("azertac", 1, AZERTAC, at=NOW + timedelta(days=4)), write("mfa-az", 1, MFA_AZ)]]
-    assert_same(twins, batches)
-    single, batch = twins
+    results = store(databases, batches)
+    assert len({r.story_id for r in results}) == 3  # the copy came after the story window
+    one_by_one, as_given = databases
     plain = [[write("mid-ru", 1, MID_AZ), write("mid-ru", 2, MID_AZ, content_hash="sha256:x")]]
-    assert outcome(batched(batch, plain, None)) == outcome(one_by_one(single, plain, None))
+    without_rule = batched(as_given, plain, None)
+    assert outcome(without_rule) == outcome(one_per_call(one_by_one, plain, None))
+    assert [r.status for r in without_rule] == ["new", "new"]
+    assert len({r.story_id for r in results + without_rule}) == 5  # no rule: each item its own story
 
 
-def test_signatures_are_datasketch_minhashes():
+def test_signatures_are_datasketch_minhashes() -> None:
     """The vectorised MinHash gives datasketch's affine32 values (stored signatures stay valid)."""
     import datasketch
 

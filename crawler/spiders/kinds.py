@@ -50,7 +50,7 @@ def _with_language(result: ParseResult, language: str | None) -> ParseResult:
 
 def is_empty_listing(result: ParseResult) -> bool:
     """The parser found no items in a listing (a routine outcome, judged by the poll)."""
-    return not result.entries and bool(result.error) and result.error.startswith("empty")
+    return not result.entries and result.error is not None and result.error.startswith("empty")
 
 
 def entry_fragment(body: bytes, entry: Entry) -> bytes:

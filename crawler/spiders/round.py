@@ -13,23 +13,23 @@ import scrapy
 from scrapy import signals
 from scrapy.http import Request, Response
 
+from crawler.addresses import url_host
 from crawler.articles import extract_article
 from crawler.blocking import detect_block
 from crawler.encoding import decode_body
 from crawler.failures import BLOCKED, EXTRACT, INTERNAL, PARSE, SSRF
 from crawler.items import Entry, ParseResult
-from crawler.outcomes import classify_exception, status_class
+from crawler.outcomes import classify_exception, failed_request, failure_exception, status_class
 from crawler.pipelines import ItemBatch
 from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.rendering import parsing_spec, render_meta
-from crawler.revisits import GONE_STATUSES, judge, removal_redirect
-from crawler.safety import url_host
+from crawler.revisits import GONE_STATUSES, judge, page_fingerprint, removal_redirect, title_key
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.text import clean_text
 from crawler.urls import canonical_url, is_http_url
 from storage.repository import ItemWrite, KnownEntry, known_entries
-from storage.revisits import RevisitClaim, RevisitResult, claim_revisits
+from storage.revisits import PageState, RevisitClaim, RevisitResult, claim_revisits
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -268,10 +268,22 @@ class RoundSpider(scrapy.Spider):
         except Exception as exc:  # extraction broke (a bug, a broken install): keep the listing text
             self.ledger.fault(poll, EXTRACT, exc, response.url)
             return self.item(poll, entry, response, raw=b"", complete=False)
-        return self.item(poll, entry, response, raw=response.body,
-                         canonical=_article_identity(entry.url, response.url, article.canonical_url),
-                         text=article.text or entry.text, title=entry.title or article.title,
-                         published_at=entry.published_at or article.published_at)
+        write = self.item(poll, entry, response, raw=response.body,
+                          canonical=_article_identity(entry.url, response.url, article.canonical_url),
+                          text=article.text or entry.text, title=entry.title or article.title,
+                          published_at=entry.published_at or article.published_at)
+        write.page = self._page_state(poll, response, article.title, article.text)
+        return write
+
+    def _page_state(self, poll: SourcePoll, response: Response, title: str, text: str) -> PageState | None:
+        """The page's validators and its own title and text fingerprint, kept for the first
+        revisit (a conditional request, judged against this page); None without revisits."""
+        schedule = poll.spec.revisits(self.context.job.crawl)
+        if not schedule:
+            return None
+        return PageState(etag=_header(response, b"ETag"), last_modified=_header(response, b"Last-Modified"),
+                         page_title=title_key(clean_text(title)), page_hash=page_fingerprint(clean_text(text)),
+                         first_after=min(schedule))
 
     # -- revisits --------------------------------------------------------------------------------
 
@@ -320,14 +332,14 @@ class RoundSpider(scrapy.Spider):
                                fetched_at=datetime.now(UTC),
                                schedule=poll.spec.revisits(self.context.job.crawl),
                                status=response.status, raw_url=response.url,
-                               raw_headers=_raw_headers(response))
+                               first_seen_at=claim.first_seen_at)
         if response.status == 304:
             result.kind = "not-modified"
             return [], result
         gone = response.status in GONE_STATUSES or (response.status == 200 and removal_redirect(
             claim.url, response.url, [poll.spec.url, *poll.page_urls]))
         if gone:
-            result.kind, result.raw = "removed", response.body
+            result.kind, result.raw, result.raw_headers = "removed", response.body, _raw_headers(response)
             return [], result
         if response.status != 200 or detect_block(response.status, {}, response.body, expect="html"):
             poll.warn(f"revisit {response.url}: HTTP {response.status}")
@@ -335,7 +347,8 @@ class RoundSpider(scrapy.Spider):
         try:
             html = decode_body(response.body, content_type=_header(response, b"Content-Type"),
                                override=poll.spec.encoding)
-            article = extract_article(html, url=response.url, selector=poll.spec.article_selector)
+            article = extract_article(html, url=response.url, selector=poll.spec.article_selector,
+                                      metadata=False)  # title and text are all a revisit compares
         except Exception as exc:  # extraction broke (a bug, a broken install)
             self.ledger.fault(poll, EXTRACT, exc, response.url)
             return [], result
@@ -346,7 +359,7 @@ class RoundSpider(scrapy.Spider):
         result.last_modified = _header(response, b"Last-Modified")
         if not verdict.changed:
             return [], result
-        result.raw = response.body
+        result.raw, result.raw_headers = response.body, _raw_headers(response)  # a version's response
         return [ItemWrite(source_id=poll.spec.id, url=claim.url, canonical_url=claim.canonical_url,
                           title=verdict.title, text=verdict.text, content_hash="",
                           language=claim.language or poll.spec.language,
@@ -356,47 +369,49 @@ class RoundSpider(scrapy.Spider):
     def revisit_failed(self, failure: Failure) -> Iterator[Any]:
         """A revisit that could not be fetched: the schedule moves on (an SSRF refusal is the
         source's error, as for any article)."""
-        request = failure.request  # type: ignore[attr-defined]
+        request = failed_request(failure)
         poll = self.poll_of(request)
         claim: RevisitClaim = request.cb_kwargs["claim"]
         try:
-            error_class, message = classify_exception(failure.value)
+            error_class, message = classify_exception(failure_exception(failure))
             if error_class == SSRF:
                 poll.fail(SSRF, message)
             else:
                 poll.warn(f"revisit {request.url}: {error_class}: {message}")
             yield self.batch(poll, [], RevisitResult(
                 item_id=claim.item_id, owner=self.revisit_owner, kind="failed",
-                fetched_at=datetime.now(UTC), schedule=poll.spec.revisits(self.context.job.crawl)))
+                fetched_at=datetime.now(UTC), schedule=poll.spec.revisits(self.context.job.crawl),
+                first_seen_at=claim.first_seen_at))
         finally:
             self.ledger.request_done(poll)
 
     # -- failures --------------------------------------------------------------------------------
 
     def document_failed(self, failure: Failure) -> None:
-        poll = self.poll_of(failure.request)  # type: ignore[attr-defined]
+        poll = self.poll_of(failed_request(failure))
         try:
-            error_class, message = classify_exception(failure.value)
+            error_class, message = classify_exception(failure_exception(failure))
             poll.fail(error_class, message)
         finally:
             self.ledger.request_done(poll)
 
     def page_failed(self, failure: Failure) -> None:
-        poll = self.poll_of(failure.request)  # type: ignore[attr-defined]
+        request = failed_request(failure)
+        poll = self.poll_of(request)
         try:
-            error_class, message = classify_exception(failure.value)
-            poll.warn(f"page {failure.request.url}: {error_class}: {message}")  # type: ignore[attr-defined]
+            error_class, message = classify_exception(failure_exception(failure))
+            poll.warn(f"page {request.url}: {error_class}: {message}")
             if error_class == SSRF:
                 poll.fail(SSRF, message)
         finally:
             self.ledger.request_done(poll)
 
     def article_failed(self, failure: Failure) -> Iterator[Any]:
-        request = failure.request  # type: ignore[attr-defined]
+        request = failed_request(failure)
         poll = self.poll_of(request)
         entry: Entry = request.cb_kwargs["entry"]
         try:
-            error_class, message = classify_exception(failure.value)
+            error_class, message = classify_exception(failure_exception(failure))
             if error_class == SSRF:
                 poll.fail(SSRF, message)  # a feed pointing at internal addresses: visible
             else:
@@ -419,7 +434,8 @@ class RoundSpider(scrapy.Spider):
         """A pipeline raised on a batch (a bug, not a refused item): the source's error."""
         if isinstance(item, ItemBatch):
             poll = self.context.poll(item.source_id)
-            self.ledger.fault(poll, INTERNAL, failure.value, response.url if response else poll.spec.url)
+            self.ledger.fault(poll, INTERNAL, failure_exception(failure),
+                              response.url if response else poll.spec.url)
             self.ledger.item_done(poll)
 
     def round_closed(self, reason: str) -> None:

@@ -42,7 +42,8 @@ def backfill(app: AppContext, source_id: str, since_day: str | None, max_pages: 
       newsmon backfill mfa-az --since 2025-01-01
       newsmon backfill mid-telegram-ru --since 2025-06-01 --max-pages 50
     """
-    from crawler.backfill import BackfillError, backfill_source, since_start
+    from crawler.backfill import backfill_source, since_start
+    from crawler.errors import BackfillError
     from scheduler.daemon import source_rows
     from storage.repository import sync_sources
 

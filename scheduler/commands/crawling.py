@@ -7,12 +7,15 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from loguru import logger
 
 from scheduler.context import AppContext, fail, pass_app
+
+if TYPE_CHECKING:
+    from crawler.job import SourceEvent
 
 SUMMARY_COLUMNS = ("source", "outcome", "new", "updated", "unchanged", "matched", "errors")
 
@@ -93,8 +96,8 @@ def progress_reporter(planned: int) -> Iterator[Callable[[dict[str, Any]], None]
         yield update
 
 
-def summary_rows(events: Sequence[Any]) -> list[tuple[str, ...]]:
-    rows = []
+def summary_rows(events: Sequence[SourceEvent]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
     for e in sorted(events, key=lambda e: e.source_id):
         outcome = e.error_class if e.outcome == "error" else e.outcome
         errors = (e.message or "")[:80] if e.outcome == "error" else ""
@@ -103,7 +106,7 @@ def summary_rows(events: Sequence[Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-def print_summary(events: Sequence[Any]) -> None:
+def print_summary(events: Sequence[SourceEvent]) -> None:
     from rich.console import Console
     from rich.table import Table
 

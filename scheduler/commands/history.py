@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,7 +195,7 @@ def _print_versions(versions: list[dict[str, Any]]) -> None:
 
 
 @contextmanager
-def _output(path: str | None, binary: bool) -> Any:
+def _output(path: str | None, binary: bool) -> Iterator[IO[Any]]:  # IO[bytes] if binary else IO[str]
     """stdout, or a file written whole: a temporary file renamed into place on success."""
     if path is None or path == "-":
         yield sys.stdout.buffer if binary else sys.stdout
@@ -203,7 +203,7 @@ def _output(path: str | None, binary: bool) -> Any:
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as fh:
             yield fh
         os.replace(tmp, target)
     except BaseException:

@@ -5,13 +5,31 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TextIO, TypedDict
 
 import click
 
 from scheduler.context import AppContext, fail, pass_app
 
+if TYPE_CHECKING:
+    from crawler.matching import OrgMatcher
 
-def build_matcher(app: AppContext, only: tuple[str, ...] = ()):  # noqa: ANN201 - OrgMatcher
+
+class ShownMatch(TypedDict):
+    """One match as `newsmon match` prints it (a row of the table, an object of the JSON)."""
+
+    organisation: str
+    alias: str
+    form: str
+    start: int
+    end: int
+    snippet: str
+    confidence: float
+    evidence: list[str]
+    explanation: str
+
+
+def build_matcher(app: AppContext, only: tuple[str, ...] = ()) -> OrgMatcher:
     from crawler.matching import OrgMatcher
 
     organisations = app.config.organisations
@@ -31,7 +49,7 @@ def build_matcher(app: AppContext, only: tuple[str, ...] = ()):  # noqa: ANN201 
 @click.option("--all", "show_all", is_flag=True,
               help="Also show candidates that do not count (no evidence, another language, vetoed).")
 @pass_app
-def match(app: AppContext, text: str | None, file_path, fmt: str, language: str | None,  # noqa: ANN001
+def match(app: AppContext, text: str | None, file_path: TextIO | None, fmt: str, language: str | None,
           source_id: str | None, show_all: bool) -> None:
     """Run the organisation matcher on TEXT (or --file PATH, or - for stdin) and print every
     match: organisation, alias, the form found, a snippet, its confidence and the evidence
@@ -55,7 +73,7 @@ def match(app: AppContext, text: str | None, file_path, fmt: str, language: str 
     from crawler.evidence import MIN_COUNTED
 
     found = build_matcher(app).explain(text, language, topic)
-    rows = [{"organisation": m.organisation, "alias": m.alias, "form": m.form, "start": m.start,
+    rows: list[ShownMatch] = [{"organisation": m.organisation, "alias": m.alias, "form": m.form, "start": m.start,
              "end": m.end, "snippet": m.snippet, "confidence": m.confidence,
              "evidence": list(m.evidence), "explanation": m.explanation()} for m in found]
     counted = [r for r in rows if r["confidence"] >= MIN_COUNTED]

@@ -39,8 +39,9 @@ def serve(app: AppContext, host: str | None, port: int | None, insecure: bool) -
     import uvicorn
     from loguru import logger
 
+    from scheduler.errors import ServeError
     from scheduler.web.app import create_app
-    from scheduler.web.server import ServeError, check_access
+    from scheduler.web.server import check_access
 
     settings = app.config.server
     host = host or settings.host

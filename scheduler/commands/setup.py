@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from scheduler.config import DEFAULT_CONFIG_NAME, ConfigError, load_config
+from scheduler.config import DEFAULT_CONFIG_NAME, load_config
 from scheduler.context import AppContext, fail, pass_app
+from scheduler.errors import ConfigError
 
 
 def starter_config() -> str:

@@ -37,7 +37,7 @@ def _ok(description: str, **links: dict[str, Any]) -> dict[int | str, dict[str, 
 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:
-    return request.app.state.sessions  # type: ignore[no-any-return]
+    return request.app.state.sessions  # type: ignore[no-any-return]  # Starlette's State holds Any; build_app sets it
 
 
 def status_dict(session: Session, now: datetime | None = None) -> dict[str, Any]:

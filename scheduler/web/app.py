@@ -141,7 +141,7 @@ def create_app(config: AppConfig, sessions: sessionmaker[Session]) -> FastAPI:
     app.state.sessions = sessions
     app.state.token = config.server.api_token or None
     app.state.config = config
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.openapi = _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
     install_error_handlers(app)
     _add_middleware(app)
     app.include_router(api.router)

@@ -64,16 +64,15 @@ def _clean(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(v.strip() for v in values if v and v.strip())
 
 
-def _text(*examples: str) -> Any:
-    """An optional string parameter, documented as a plain string (a URL has no null)."""
-    return Annotated[str | None, WithJsonSchema({"type": "string", **({"examples": list(examples)} if examples
-                                                                       else {})})]
+def _text(*examples: str) -> WithJsonSchema:
+    """The schema of an optional string parameter: a plain string (a URL has no null)."""
+    return WithJsonSchema({"type": "string", **({"examples": list(examples)} if examples else {})})
 
 
-Text = _text()
-FullText = _text("СВМДА", '"мерам доверия" -ШОС', "CICA OR СВМДА")
-Since = _text("2025-02-04", "2025-02-04T09:30:00+03:00")
-Until = _text("2025-02-28", "2025-02-04T18:00:00Z")
+Text = Annotated[str | None, _text()]
+FullText = Annotated[str | None, _text("СВМДА", '"мерам доверия" -ШОС', "CICA OR СВМДА")]
+Since = Annotated[str | None, _text("2025-02-04", "2025-02-04T09:30:00+03:00")]
+Until = Annotated[str | None, _text("2025-02-28", "2025-02-04T18:00:00Z")]
 WHEN = ("ISO 8601 date (2025-02-04) or date-time (2025-02-04T09:30:00+03:00; without an offset it is "
         "UTC)")
 
@@ -82,16 +81,16 @@ class ItemQuery(BaseModel):
     """The query parameters of GET /api/items and of the search page at /, with their
     documentation. A new parameter is a field here and its use in :func:`build_search`."""
 
-    q: FullText = Field(None, description='Full text: words, "phrases", OR, -word (excludes)')
+    q: FullText = Field(default=None, description='Full text: words, "phrases", OR, -word (excludes)')
     org: list[str] = Field(default_factory=list, description="Organisation id; repeat for any of several")
     source: list[str] = Field(default_factory=list, description="Source id; repeat for any of several")
-    since: Since = Field(None, description=f"Items at or after this {WHEN}")
-    until: Until = Field(None, description=f"Items at or before this {WHEN}; a date means its end")
-    limit: int = Field(50, ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}")
-    cursor: Text = Field(None, description="Opaque: the `next_cursor` of the previous page, passed back "
-                                          "unchanged (with the same other parameters)")
-    edited_since: Since = Field(None, description=f"Only items with a new version (an edit, a removal) at or "
-                                                  f"after this {WHEN}")
+    since: Since = Field(default=None, description=f"Items at or after this {WHEN}")
+    until: Until = Field(default=None, description=f"Items at or before this {WHEN}; a date means its end")
+    limit: int = Field(default=50, ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}")
+    cursor: Text = Field(default=None, description="Opaque: the `next_cursor` of the previous page, passed back "
+                                                  "unchanged (with the same other parameters)")
+    edited_since: Since = Field(default=None, description=f"Only items with a new version (an edit, a removal) at or "
+                                                          f"after this {WHEN}")
 
     @classmethod
     def from_url(cls, params: QueryParams) -> ItemQuery:

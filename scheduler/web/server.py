@@ -10,6 +10,8 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
+from scheduler.errors import ServeError
+
 if TYPE_CHECKING:
     import uvicorn
     from sqlalchemy.orm import Session, sessionmaker
@@ -17,10 +19,6 @@ if TYPE_CHECKING:
     from scheduler.config import AppConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
-
-
-class ServeError(Exception):
-    """The web page cannot be served as configured (address in use, not allowed, unknown host)."""
 
 
 def is_loopback(host: str) -> bool:

@@ -1,8 +1,8 @@
 """search pairs: on PostgreSQL, an index of each item's adjacent word pairs (issue #23), so a
 phrase is narrowed by exact GIN lookups before its positions are checked
 
-Revision ID: 0007_search_pairs
-Revises: 0006
+Revision ID: 0008_search_pairs
+Revises: 0007
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0007_search_pairs"
-down_revision = "0006"
+revision = "0008_search_pairs"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

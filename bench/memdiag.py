@@ -1,17 +1,24 @@
-"""An opt-in memory diagnostic for the daemon (bench/README.md, "Daemon"): with
-``NEWSMON_TRACEMALLOC=PREFIX`` set, `newsmon run` traces Python allocations and every
-``NEWSMON_TRACEMALLOC_MINUTES`` (default 5) writes ``PREFIX-NNN.txt``: RSS, the traced Python
-heap, glibc's malloc figures, CPython's small-object arenas, threads, object counts per type,
-and the top allocation sites (absolute and against the previous snapshot).
-``NEWSMON_TRACEMALLOC_FRAMES`` (default 1) is the traceback depth; 0 leaves tracemalloc off
-(the other figures only, without tracing's own memory). Not for production."""
+"""A memory diagnostic for the daemon (bench/README.md, "Daemon"), kept out of the product: it
+starts ``newsmon`` in this process with the tracer running.
+
+    .venv/bin/python bench/memdiag.py --prefix /tmp/snap [--minutes 5] [--frames 1] -- \
+        --config newsmon.toml run
+
+Every ``--minutes`` it writes ``PREFIX-NNN.txt``: RSS, the traced Python heap, glibc's malloc
+figures, CPython's small-object arenas, threads, object counts per type, distinct SQL texts per
+statement shape, and the top allocation sites (absolute and against the previous snapshot).
+``--frames`` is tracemalloc's traceback depth; 0 leaves tracemalloc off (the other figures only,
+without tracing's own memory). ``bench_daemon.py memory --diagnose PREFIX`` starts the daemon
+through it."""
 
 from __future__ import annotations
 
+import argparse
 import collections
 import ctypes
 import gc
 import os
+import sys
 import threading
 import time
 import tracemalloc
@@ -36,7 +43,7 @@ def mallinfo() -> dict[str, int]:
         return {}
     fn.restype = _MallInfo2
     info = fn()
-    return {name: getattr(info, name) for name, _ in _MallInfo2._fields_}
+    return {field[0]: getattr(info, field[0]) for field in _MallInfo2._fields_}
 
 
 def sqlite_memory() -> tuple[int, int]:
@@ -78,7 +85,6 @@ def malloc_arenas() -> list[tuple[int, int, int]]:
 def obmalloc() -> dict[str, int]:
     """CPython's small-object allocator (sys._debugmallocstats, which prints on fd 2: captured
     here, so a log line written at that moment lands in the capture)."""
-    import sys
     import tempfile
 
     with tempfile.TemporaryFile() as capture:
@@ -218,11 +224,21 @@ class Tracer:
         self.previous, self.previous_counts = snapshot, counts
 
 
-def start_from_environment() -> Tracer | None:
-    prefix = os.environ.get("NEWSMON_TRACEMALLOC")
-    if not prefix:
-        return None
-    tracer = Tracer(prefix, float(os.environ.get("NEWSMON_TRACEMALLOC_MINUTES", "5")),
-                    int(os.environ.get("NEWSMON_TRACEMALLOC_FRAMES", "1")))
-    tracer.start()
-    return tracer
+def main(argv: list[str] | None = None) -> None:
+    """Start the tracer, then run ``newsmon`` with the arguments after ``--``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefix", required=True, help="snapshots go to PREFIX-001.txt, -002 …")
+    parser.add_argument("--minutes", type=float, default=5.0, help="between snapshots (default 5)")
+    parser.add_argument("--frames", type=int, default=1, help="traceback depth; 0: tracemalloc off")
+    parser.add_argument("newsmon", nargs=argparse.REMAINDER, help="-- then newsmon's arguments")
+    args = parser.parse_args(argv)
+    newsmon_args = args.newsmon[1:] if args.newsmon[:1] == ["--"] else args.newsmon
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from scheduler.cli import cli
+
+    Tracer(args.prefix, args.minutes, args.frames).start()
+    cli(args=newsmon_args, prog_name="newsmon")
+
+
+if __name__ == "__main__":
+    main()
