@@ -2,7 +2,7 @@
 bulk SQL (COPY on PostgreSQL, executemany on SQLite): items, versions, matches, the sources
 that carry them and the full-text rows. The full-text rows hold exactly what the product
 writes (``storage.search.search_terms`` of title and text; on PostgreSQL through
-``to_tsvector('simple', …)``, as ``storage.repository.index_item`` does), so queries see the
+``to_tsvector('simple', …)`` with ``search_pairs``, as ``storage.writes.index_items`` does), so queries see the
 same index as after `newsmon import`, which is 5–20× slower to build.
 
 Words follow a Zipf law over a vocabulary of real Russian and English news words followed by
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
-from storage.search import fts5_terms, search_terms
+from storage.search import fts5_terms, search_pairs, search_terms
 
 REAL_RU = ("министр встреча посол сотрудничество безопасность экономика переговоры визит заявление "
            "делегация саммит форум председательство азия регион торговля энергетика транспорт культура "
@@ -151,12 +151,13 @@ def _copy(raw, rows: dict[str, list[tuple]]) -> None:
         with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows[key]:
                 copy.write_row(row)
-    cur.execute("CREATE TEMP TABLE IF NOT EXISTS bench_terms (item_id bigint, terms text) ON COMMIT DELETE ROWS")
-    with cur.copy("COPY bench_terms (item_id, terms) FROM STDIN") as copy:
-        for row in rows["search"]:
-            copy.write_row(row)
-    cur.execute("INSERT INTO items_search (item_id, terms) "
-                "SELECT item_id, to_tsvector('simple', terms) FROM bench_terms")
+    cur.execute("CREATE TEMP TABLE IF NOT EXISTS bench_terms (item_id bigint, terms text, pairs text[]) "
+                "ON COMMIT DELETE ROWS")
+    with cur.copy("COPY bench_terms (item_id, terms, pairs) FROM STDIN") as copy:
+        for item_id, terms in rows["search"]:
+            copy.write_row((item_id, terms, search_pairs(terms)))
+    cur.execute("INSERT INTO items_search (item_id, terms, pairs) "
+                "SELECT item_id, v, coalesce(pairs, search_pairs(v)) FROM bench_terms, to_tsvector('simple', terms) v")
 
 
 def _executemany(raw, rows: dict[str, list[tuple]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from storage.errors import ImportLineError
 from storage.keys import key_of
-from storage.search import fts5_terms, search_terms
+from storage.search import fts5_terms, search_pairs_binary, search_terms
 
 # One prepared line: (line number, the record or None, the reason it is bad or None).
 Prepared = tuple[int, dict[str, Any] | None, str | None]
@@ -43,8 +43,9 @@ def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datet
     mark a removal or a return: the ones a new item stores), ``_first_seen``, ``_published``,
     ``_matches``, ``_url_key``, ``_guid_key``,
     ``_terms`` (the search terms of the last kept version), ``_tsv`` (on PostgreSQL, see
-    ``tsvector_binary``), and ``_at``: a new item's times as the driver takes them (``_at``
-    of each kept version: its fetched time). The exported title, text, versions and matches
+    ``tsvector_binary``), ``_pairs`` (with ``_tsv``: ``storage.search.search_pairs_binary``), and
+    ``_at``: a new item's times as the driver takes them (``_at`` of each kept version: its
+    fetched time). The exported title, text, versions and matches
     are dropped once read."""
     record = _check(raw)
     versions = _versions(record)
@@ -67,6 +68,7 @@ def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datet
     terms = search_terms(kept[-1].get("title") or "", kept[-1].get("text") or "")
     record["_terms"] = terms if to_db is None else fts5_terms(terms)  # on SQLite: as items_fts stores them
     record["_tsv"] = tsvector_binary(terms) if to_db is None else None
+    record["_pairs"] = search_pairs_binary(terms) if record["_tsv"] is not None else None
     at = to_db or _same
     record["_at"] = (at(published) if published else None, at(first_seen), at(kept[-1]["_fetched"]),
                      at(published or first_seen))
@@ -129,13 +131,21 @@ def tsvector_binary(terms: str) -> bytes | None:
 
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + bytes(8)  # signature, flags, no header extension
-_ID_AND_LENGTH = struct.Struct("!hiqi")  # 2 fields; an 8-byte bigint, the id; the next field's length
+_ID_AND_LENGTH = struct.Struct("!hiqi")  # the number of fields; an 8-byte bigint, the id; the next field's length
 
 
 def copy_binary(rows: list[tuple[int, bytes]]) -> bytes:
     """``COPY … (FORMAT BINARY)`` data of rows of a bigint and a value in binary format."""
     pack = _ID_AND_LENGTH.pack
     return b"".join([_COPY_HEADER, *[pack(2, 8, i, len(v)) + v for i, v in rows], b"\xff\xff"])
+
+
+def copy_binary_search(rows: list[tuple[int, bytes, bytes]]) -> bytes:
+    """``COPY items_search (item_id, terms, pairs) (FORMAT BINARY)`` data: a bigint and two
+    values in binary format."""
+    pack = _ID_AND_LENGTH.pack
+    return b"".join([_COPY_HEADER, *[pack(3, 8, i, len(v)) + v + len(p).to_bytes(4, "big") + p
+                                     for i, v, p in rows], b"\xff\xff"])
 
 
 def _time(value: Any, key: str) -> datetime | None:

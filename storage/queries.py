@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.models import AlertEvent, FetchLog, Item, ItemSource, ItemVersion, Match, Source, Worker
 from storage.revisits import RevisitStats, revisit_stats
-from storage.search import Query, fts5_excluded, fts5_match, parse_query, tsquery
+from storage.search import Query, fts5_excluded, fts5_match, parse_query, phrase_pairs, tsquery
 from storage.serialize import iso, item_dict, version_dict
 
 MAX_LIMIT = 1000
@@ -92,13 +92,24 @@ def _fulltext(session: Session, query: str) -> list[Any]:
 
 
 def _pg_fulltext(parsed: Query) -> Any:
-    """The full-text clause on PostgreSQL: its planner chooses between collecting the matches
-    (GIN) and testing items along the newest-first walk from its statistics. A run-time choice
-    for phrases like SQLite's (walk the newest items in steps, collect when the hit rate seen
-    says that is cheaper) was measured slower than the planner's on the 200,000-item bench
-    (bench/README.md, "Search on PostgreSQL"), so there is none."""
+    """The full-text clause on PostgreSQL. A phrase first narrows to the rows whose index of
+    adjacent word pairs (``items_search.pairs``, GIN) holds its pairs, so its positions are
+    checked on those few rows only: the GIN index on the tsvector cannot check positions, and
+    two common words share tens of thousands of items. Otherwise its planner chooses between
+    collecting the matches (GIN) and testing items along the newest-first walk from its
+    statistics (a run-time choice like SQLite's was measured slower: bench/README.md)."""
+    narrowed = phrase_pairs(parsed)
+    # Narrowed, the tsquery is checked by its function (ts_match_vq is what @@ calls) on the few
+    # rows the pairs give: as an operator, the planner would also scan its GIN index (tens of
+    # thousands of entries for two common words) to AND the two, which costs more than it saves.
+    match = "ts_match_vq(terms, to_tsquery('simple', :tsq))" if narrowed else "terms @@ to_tsquery('simple', :tsq)"
+    where, params = [match], {"tsq": tsquery(parsed)}
+    for g, group in enumerate(narrowed):
+        names = [f"pairs_{g}_{a}" for a in range(len(group))]
+        where.append("(" + " OR ".join(f"pairs @> CAST(:{n} AS text[])" for n in names) + ")")
+        params.update(zip(names, group))  # noqa: B905
     return Item.id.in_(select(text("item_id")).select_from(text("items_search"))
-                       .where(text("terms @@ to_tsquery('simple', :tsq)")).params(tsq=tsquery(parsed)))
+                       .where(text(" AND ".join(where))).params(**params))
 
 
 def _organisations(session: Session, organisations: Sequence[str]) -> Any:
@@ -159,11 +170,14 @@ def iter_search(session: Session, flt: SearchFilter, *, page_size: int = MAX_LIM
 
 
 def _no_jit(session: Session) -> None:
-    """No JIT compilation for this transaction's queries on PostgreSQL: a walk whose end the
-    planner cannot foresee is costed high enough to be compiled, which takes 300–400 ms, far
-    more than any search query runs."""
+    """No JIT compilation and no parallel workers for this transaction's queries on PostgreSQL:
+    a walk whose end the planner cannot foresee is costed high enough to be compiled, which
+    takes 300–400 ms, far more than any search query runs; and a page of newest-first items
+    needs no workers: each walks its own share of the index past the page (15× the items a
+    single walk tests for a common phrase), and starting them costs more than most pages."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL jit = off"))
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
 
 
 def _search_clauses(session: Session, flt: SearchFilter) -> list[Any]:

@@ -4,6 +4,7 @@ to SQLite FTS5 or PostgreSQL tsquery so both backends answer the same way."""
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -54,6 +55,54 @@ def stems(text: str) -> list[str]:
 def search_terms(*texts: str) -> str:
     """The indexed form of an item: its stemmed words, space separated."""
     return " ".join(s for text in texts for s in stems(text))
+
+
+# Words that PostgreSQL's default parser reads as one token each, unchanged by the 'simple'
+# configuration (ASCII lower-case letters and digits, Russian lower-case letters), so that a
+# word's position in ``terms`` is its position in ``to_tsvector('simple', terms)``.
+_NOT_PLAIN = re.compile(r"[^0-9a-z\u0430-\u044f ]")
+_MAX_WORD = 1000  # characters (to_tsvector drops words over 2,047 bytes)
+_MAX_POSITION = 16383  # to_tsvector gives every later word this position
+
+
+def _pairs(terms: str) -> list[str] | None:
+    if _NOT_PLAIN.search(terms) is not None:
+        return None
+    words = terms.split()
+    if len(words) > _MAX_POSITION or (words and max(map(len, words)) > _MAX_WORD):
+        return None
+    return list(dict.fromkeys(map(" ".join, zip(words, words[1:]))))  # noqa: B905
+
+
+def search_pairs(terms: str) -> str | None:
+    """The adjacent word pairs of ``terms`` ("w1 w2", each once) as a PostgreSQL ``text[]``
+    literal, for its index of pairs (``items_search.pairs``), which narrows a phrase to the
+    items holding its pairs before its positions are checked. They equal the pairs that the
+    positions of ``to_tsvector('simple', terms)`` give (the server's ``search_pairs(tsvector)``,
+    which the writers use when this returns None: when a word is outside the plain alphabet or
+    a limit is reached, and the server's parse could differ). Computed here so imports need not
+    parse on the server; every writer of ``items_search`` calls this (or ``search_pairs_binary``).
+    A literal, not a list: the driver adapts a list of a few hundred strings 6× slower than a
+    whole import row (plain words need no escaping)."""
+    pairs = _pairs(terms)
+    if pairs is None:
+        return None
+    return '{"' + '","'.join(pairs) + '"}' if pairs else "{}"
+
+
+_TEXT_OID = 25
+
+
+def search_pairs_binary(terms: str) -> bytes | None:
+    """``search_pairs`` in PostgreSQL's binary format of a ``text[]`` (for ``COPY … BINARY``)."""
+    pairs = _pairs(terms)
+    if pairs is None:
+        return None
+    if not pairs:
+        return struct.pack("!iiI", 0, 0, _TEXT_OID)
+    encoded = [p.encode() for p in pairs]
+    return b"".join([struct.pack("!iiIii", 1, 0, _TEXT_OID, len(encoded), 1),
+                     *[struct.pack("!i", len(e)) + e for e in encoded]])
 
 
 @dataclass
@@ -143,6 +192,19 @@ def tsquery(query: Query) -> str | None:
         parts.append(f"({alternatives})")
     parts.extend(f"!({_ts_phrase(p)})" for p in query.excluded)
     return " & ".join(parts) or None
+
+
+def phrase_pairs(query: Query) -> list[list[list[str]]]:
+    """What ``items_search.pairs`` must hold for ``query`` to match: for each positive group
+    whose every alternative is a phrase of plain words (a single word or another alphabet
+    narrows nothing), the pairs of each alternative (a row holds all of one alternative's)."""
+    out = []
+    for group in query.groups:
+        pairs = [[f"{a} {b}" for a, b in zip(p, p[1:])] for p in group]  # noqa: B905
+        if all(p and not _NOT_PLAIN.search(" ".join(a)) and max(map(len, a)) <= _MAX_WORD
+               for p, a in zip(pairs, group)):  # noqa: B905
+            out.append([list(dict.fromkeys(p)) for p in pairs])
+    return out
 
 
 def _has_phrase(terms: list[str], phrase: list[str]) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from storage.import_prep import Prepared, copy_binary, prepare
+from storage.import_prep import Prepared, copy_binary_search, prepare
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
 from storage.serialize import item_dict, raw_body, version_dict
 from storage.writes import index_item, index_items
@@ -293,7 +293,7 @@ class Importer:
             for m in record["_matches"]:
                 matches.append((item_id, m["organisation"], m["alias"], m["form"], m["snippet"], m["start"],
                                 m["end"], False))
-            search.append((item_id, record["_terms"], record["_tsv"]))
+            search.append((item_id, record["_terms"], record["_tsv"], record["_pairs"]))
         bulk.rows("items", _ITEM_COLUMNS, items)
         bulk.rows("item_versions", _VERSION_COLUMNS, versions)
         bulk.rows("item_sources", _LINK_COLUMNS, links)
@@ -505,20 +505,20 @@ class _Bulk:
             for row in rows:
                 copy.write_row(row)
 
-    def search(self, rows: list[tuple[int, str, bytes | None]]) -> None:
+    def search(self, rows: list[tuple[int, str, bytes | None, bytes | None]]) -> None:
         """Full-text rows of new items (as ``repository.index_item(fresh=True)``): FTS5 rows on
-        SQLite; on PostgreSQL the tsvector in binary where ``import_prep`` could make it, else
-        ``to_tsvector`` on the server."""
+        SQLite; on PostgreSQL the tsvector and word pairs in binary where ``import_prep`` could
+        make them, else ``to_tsvector`` on the server."""
         if self.sqlite:
             self.driver.cursor().executemany("INSERT INTO items_fts(rowid, terms) VALUES (?, ?)",
-                                             [(i, terms) for i, terms, _ in rows])
+                                             [(i, terms) for i, terms, *_ in rows])
             return
-        binary = [(i, tsv) for i, _, tsv in rows if tsv is not None]
+        binary = [(i, tsv, pairs) for i, _, tsv, pairs in rows if tsv is not None and pairs is not None]
         if binary:
-            with self.driver.cursor() as cursor, \
-                    cursor.copy("COPY items_search (item_id, terms) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.write(copy_binary(binary))
-        parsed = [(i, terms) for i, terms, tsv in rows if tsv is None]
+            with self.driver.cursor() as cursor, cursor.copy(
+                    "COPY items_search (item_id, terms, pairs) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(copy_binary_search(binary))
+        parsed = [(i, terms) for i, terms, tsv, pairs in rows if tsv is None or pairs is None]
         if parsed:
             index_items(self.session, parsed, fresh=True)
 

@@ -46,7 +46,7 @@ from storage.repository import (
     find_link,
     key_of,
 )
-from storage.search import fts5_terms, search_terms
+from storage.search import fts5_terms, search_pairs, search_terms
 from storage.serialize import item_dict
 from storage.stories import Choice, SameAs, Signed, StoryRule, choose_stories
 
@@ -396,10 +396,12 @@ def index_items(session: Session, rows: Sequence[tuple[int, str]], *, fresh: boo
         if not fresh:
             session.execute(text("DELETE FROM items_fts WHERE rowid = :id"), [{"id": i} for i, _ in rows])
         session.execute(text("INSERT INTO items_fts(rowid, terms) VALUES (:id, :t)"), params)
-    else:
+    else:  # the pairs of a text search_pairs cannot vouch for come from the server's tsvector
         session.execute(text(
-            "INSERT INTO items_search(item_id, terms) VALUES (:id, to_tsvector('simple', :t)) "
-            "ON CONFLICT (item_id) DO UPDATE SET terms = excluded.terms"), [{"id": i, "t": terms} for i, terms in rows])
+            "INSERT INTO items_search(item_id, terms, pairs) SELECT :id, v, "
+            "coalesce(CAST(:p AS text[]), search_pairs(v)) FROM to_tsvector('simple', :t) v "
+            "ON CONFLICT (item_id) DO UPDATE SET terms = excluded.terms, pairs = excluded.pairs"),
+            [{"id": i, "t": terms, "p": search_pairs(terms)} for i, terms in rows])
 
 
 def index_item(session: Session, item: Item, *, fresh: bool = False, terms: str | None = None) -> None:
