@@ -4,6 +4,7 @@ stories, the alert outbox, the fetch log and workers."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -55,6 +57,9 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    # Every model here maps one Table (no mapped joins or selects), so Core inserts and
+    # executemanys can take ``Model.__table__`` as the Table it is.
+    __table__: ClassVar[Table]
 
 
 class Source(Base):

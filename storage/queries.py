@@ -103,7 +103,7 @@ def _pg_fulltext(parsed: Query) -> Any:
     # rows the pairs give: as an operator, the planner would also scan its GIN index (tens of
     # thousands of entries for two common words) to AND the two, which costs more than it saves.
     match = "ts_match_vq(terms, to_tsquery('simple', :tsq))" if narrowed else "terms @@ to_tsquery('simple', :tsq)"
-    where, params = [match], {"tsq": tsquery(parsed)}
+    where, params = [match], dict[str, object](tsq=tsquery(parsed))
     for g, group in enumerate(narrowed):
         names = [f"pairs_{g}_{a}" for a in range(len(group))]
         where.append("(" + " OR ".join(f"pairs @> CAST(:{n} AS text[])" for n in names) + ")")
@@ -309,7 +309,7 @@ def _recent_seen(session: Session) -> dict[str, list[datetime]]:
             out.setdefault(source_id, []).append(at.astimezone(UTC))
         return out
     # the driver's cursor: SQLAlchemy's own cost per statement (~1 ms) would be most of it
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]  # None only for a detached connection
     try:
         for source_id in session.scalars(select(Source.id)).all():
             cursor.execute("SELECT first_seen_at FROM item_sources WHERE source_id = ? "
@@ -368,7 +368,7 @@ def worker_status(session: Session, now: datetime | None = None) -> list[dict[st
     held: dict[str, list[str]] = {}
     for owner, source_id in session.execute(select(Source.lease_owner, Source.id)
                                             .where(Source.lease_owner.in_(ids)).order_by(Source.id)):
-        held.setdefault(owner, []).append(source_id)
+        held.setdefault(owner or "", []).append(source_id)  # never None: owner IN (ids)
     events = dict(session.execute(select(AlertEvent.lease_owner, func.count())
                                   .where(AlertEvent.lease_owner.in_(ids))
                                   .group_by(AlertEvent.lease_owner)).all())

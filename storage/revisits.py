@@ -229,7 +229,7 @@ def save_quiet_revisits(session: Session, results: Sequence[RevisitResult]) -> l
     pages = [_quiet_row(r) | {"q_etag": r.etag, "q_last_modified": r.last_modified,
                                "q_page_title": r.page_title, "q_page_hash": r.page_hash}
              for r in results if r.kind == "page"]
-    table: Table = Revisit.__table__  # type: ignore[assignment]
+    table: Table = Revisit.__table__
     if plain:
         session.execute(_QUIET_UPDATE, plain)
     if pages:
@@ -246,7 +246,7 @@ def _quiet_row(result: RevisitResult) -> dict[str, object]:
 
 
 def _quiet_update() -> Any:
-    table: Table = Revisit.__table__  # type: ignore[assignment]  # Core: an executemany by item_id
+    table: Table = Revisit.__table__  # Core: an executemany by item_id
     owner = bindparam("q_owner", type_=table.c.lease_owner.type)
     mine = table.c.lease_owner == owner
     return (update(table).where(table.c.item_id == bindparam("q_item_id", type_=table.c.item_id.type))

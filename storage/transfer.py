@@ -210,7 +210,7 @@ class Importer:
                 with self.session.begin_nested():
                     self._record(record)
             except SQLAlchemyError as exc:
-                self.report.errors.append((number, f"database refused the item: {exc.orig or exc}"))
+                self.report.errors.append((number, f"database refused the item: {getattr(exc, 'orig', None) or exc}"))
         self.session.commit()
         self.session.expunge_all()
         self.sources.clear()  # those of refused lines were rolled back: look them up again
@@ -479,7 +479,9 @@ class _Bulk:
 
     def begin(self) -> None:
         self.connection = self.session.connection()
-        self.driver = self.connection.connection.driver_connection
+        driver = self.connection.connection.driver_connection
+        assert driver is not None, "a checked-out connection has its DBAPI connection"
+        self.driver = driver
 
     def time(self, value: datetime) -> Any:
         """A time as the driver takes it."""
@@ -550,7 +552,7 @@ class _Stored:
             for keys in _chunks(sorted(wanted)):
                 by_guid.update(((source, g), i) for i, g in session.execute(
                     select(ItemSource.item_id, ItemSource.guid_key).where(
-                        ItemSource.source_id == source, ItemSource.guid_key.in_(keys))))
+                        ItemSource.source_id == source, ItemSource.guid_key.in_(keys))) if g is not None)
         found = sorted(set(by_url.values()) | set(by_guid.values()))
         hashes: dict[int, set[str]] = {i: set() for i in found}
         linked: dict[int, set[str]] = {i: set() for i in found}

@@ -25,6 +25,7 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from storage.changes import change_events, change_summary
+from storage.keys import key_of
 from storage.models import (
     AlertEvent,
     AlertKey,
@@ -44,7 +45,6 @@ from storage.repository import (
     best_confidence,
     find_item,
     find_link,
-    key_of,
 )
 from storage.search import fts5_terms, search_pairs, search_terms
 from storage.serialize import item_dict
@@ -269,7 +269,7 @@ def _lookup(session: Session, writes: list[ItemWrite]) -> list[Stored | None]:
         for chunk in _chunks(sorted(set(keys))):
             by_guid.update(((source, g), i) for i, g in session.execute(
                 select(ItemSource.item_id, ItemSource.guid_key).where(
-                    ItemSource.source_id == source, ItemSource.guid_key.in_(chunk))))
+                    ItemSource.source_id == source, ItemSource.guid_key.in_(chunk))) if g is not None)
     missing = sorted(set(by_guid.values()) - set(items))
     for chunk in _chunks(missing):
         items.update((row.id, row) for row in session.execute(select(*columns).where(Item.id.in_(chunk))))
@@ -282,10 +282,10 @@ def _lookup(session: Session, writes: list[ItemWrite]) -> list[Stored | None]:
             links[(item_id, source)] = (content, entry)
     found: list[Stored | None] = []
     for write, url_key in zip(writes, url_keys, strict=True):
-        item_id = by_url.get(url_key)
-        if item_id is None and write.guid:
-            item_id = by_guid.get((write.source_id, key_of(write.guid)))
-        row = items.get(item_id) if item_id is not None else None
+        found_id = by_url.get(url_key)
+        if found_id is None and write.guid:
+            found_id = by_guid.get((write.source_id, key_of(write.guid)))
+        row = items.get(found_id) if found_id is not None else None
         found.append(None if row is None else Stored(row.id, row.content_hash, row.version, row.story_id,
                                                      links.get((row.id, write.source_id))))
     return found
