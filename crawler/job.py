@@ -60,6 +60,9 @@ class SourceEvent(BaseModel):
     unchanged: int = 0
     matched: int = 0
     events: int = 0
+    # Failed polls in a row before this one (None: not known). A success after none needs no
+    # look at the fetch log to be logged (scheduler.polllog).
+    previous_failures: int | None = None
 
 
 class ProgressEvent(BaseModel):

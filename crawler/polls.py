@@ -19,7 +19,7 @@ from crawler.job import CrawlJob, ProgressEvent, SourceEvent
 from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
 from crawler.writeturn import WriteTurn
-from storage.repository import PollOutcome, SourceRow, SourceState, record_poll, source_states
+from storage.repository import PollOutcome, SourceRow, SourceState, record_polls, source_states
 
 if TYPE_CHECKING:
     from crawler.matching import OrgMatcher
@@ -109,7 +109,7 @@ class SourcePoll:
         return SourceEvent(source_id=self.spec.id, outcome=self.outcome,
                            error_class=self.error_class, message=message, new=self.new,
                            updated=self.updated, unchanged=self.unchanged, matched=self.matched,
-                           events=self.events)
+                           events=self.events, previous_failures=self.state.failures)
 
 
 def emit_line(event: SourceEvent | ProgressEvent, out: TextIO | None = None) -> None:
@@ -242,12 +242,15 @@ class RoundLedger:
         fsync for both); then ``recorded`` after it commits, or ``requeue`` if it fails."""
         polls, self.finished = self.finished, []
         try:
-            for poll in polls:
-                record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
+            self.record(session, polls)
         except Exception:
             self.finished[:0] = polls
             raise
         return polls
+
+    def record(self, session: Session, polls: list[SourcePoll]) -> None:
+        now = self.clock()
+        record_polls(session, [poll.poll_outcome(now, self.crawl) for poll in polls], self.worker_id)
 
     def recorded(self, polls: list[SourcePoll]) -> None:
         for poll in polls:
@@ -266,8 +269,7 @@ class RoundLedger:
             return
         try:
             with self.turn.held(), self.sessions.begin() as session:
-                for poll in polls:
-                    record_poll(session, poll.poll_outcome(self.clock(), self.crawl), self.worker_id)
+                self.record(session, polls)
         except Exception as exc:  # the job boundary of these sources: log, report, go on
             logger.exception("recording the polls of {} failed", ", ".join(p.spec.id for p in polls))
             for poll in polls:

@@ -23,6 +23,10 @@ BASE_SETTINGS: dict[str, Any] = {
     "LOG_LEVEL": "WARNING",
     "COOKIES_ENABLED": False,
     "CONCURRENT_REQUESTS": 32,
+    # Scrapy checks each callback for `return value` in a generator by reading and parsing its
+    # source; its cache is keyed by the bound method, new for every request, so the check ran
+    # for every response (~0.8 ms of CPU each, a fifth of a 304 poll). Ours return no values.
+    "WARN_ON_GENERATOR_RETURN_VALUE": False,
     # Outputs of a response processed at once. A response yields one ItemBatch (and perhaps
     # article requests); Scrapy's default of 100 starts 100 asyncio tasks per response.
     "CONCURRENT_ITEMS": 8,
@@ -64,10 +68,6 @@ BASE_SETTINGS: dict[str, Any] = {
         "scrapy.extensions.throttle.AutoThrottle": None,
         "crawler.downloader.ConditionalAutoThrottle": 0,  # a 304 may lower the delay
     },
-    # Scrapy reads the source of every generator callback of every request to warn about a
-    # `return value` in it: its cache is keyed by the bound method, new on each request, so it
-    # costs ~1-5 ms a response (inspect.getsource + ast.parse). Ours return nothing.
-    "WARN_ON_GENERATOR_RETURN_VALUE": False,
     "STATS_DUMP": False,
     "LOGSTATS_INTERVAL": 0,
     "NEWSMON_RETRY_AFTER_MAX": 10.0,

@@ -90,7 +90,7 @@ def round_in_subprocess(config: AppConfig, worker_id: str, log_level: str = "INF
         from scheduler.runner import crawl_round
 
         return crawl_round(config, ids, worker_id=worker_id, timeout=config.daemon.round_timeout,
-                           on_event=on_event, log_level=level, log_json=log_json)
+                           on_event=on_event, log_level=level, log_json=log_json, progress=False)
 
     return run
 

@@ -119,7 +119,10 @@ class PollLog:
         if e.get("kind", "source") != "source":
             return
         source, outcome = e.get("source_id"), str(e.get("outcome"))
-        said = self.judge(str(source), outcome)
+        if outcome != "error" and e.get("previous_failures") == 0:
+            said = Verdict()  # a success after successes: nothing to look up (one query a poll)
+        else:
+            said = self.judge(str(source), outcome)
         if not said.log:
             logger.bind(source=source, outcome=outcome, error_class=e.get("error_class")).debug(
                 "poll {} error {}: {} (still failing)", source, e.get("error_class"), e.get("message"))

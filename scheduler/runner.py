@@ -94,6 +94,7 @@ def crawl_round(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     log_level: str = "WARNING",
     log_json: bool = False,
+    progress: bool | None = None,
 ) -> CrawlReport:
     """Crawl ``source_ids`` (None: every enabled source) once, in one subprocess or, for a
     large round, several (``plan_shards``).
@@ -102,6 +103,8 @@ def crawl_round(
         the process is killed shortly after it, and the sources it had not finished get an
         error of class ``timeout``.
     :param on_event: called with every event (source and progress) as it arrives.
+    :param progress: whether the crawl sends progress events (one per finished request;
+        default: when there is ``on_event``).
     """
     sources = select_sources(config, source_ids)
     report = CrawlReport()
@@ -114,7 +117,8 @@ def crawl_round(
     lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
     for index, shard in enumerate(shards):
         job = build_job(config, shard.sources, worker_id=worker_id, deadline=timeout, log_level=log_level,
-                        log_json=log_json, progress=on_event is not None)
+                        log_json=log_json,
+                        progress=on_event is not None if progress is None else progress)
         job = job.model_copy(update={"host_concurrency": shard.host_concurrency})
         process = _spawn()
         runs.append(_Run(shard, process))

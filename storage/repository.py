@@ -3,15 +3,17 @@ items; source definitions and polling state; the fetch log."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from storage.db import in_list
 from storage.keys import key_of
@@ -295,21 +297,54 @@ class PollOutcome:
 def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = None) -> None:
     """Write the fetch log row, its counters (``poll_counts``, ``workers.polls``) and the
     source's polling state for one poll."""
-    count_poll(session, outcome.source_id, outcome.outcome, outcome.error_class, worker_id)
-    session.add(FetchLog(
-        source_id=outcome.source_id, started_at=outcome.started_at,
-        finished_at=outcome.finished_at, outcome=outcome.outcome,
-        error_class=outcome.error_class, message=outcome.message,
-        http_status=outcome.http_status, new=outcome.new, updated=outcome.updated,
-        unchanged=outcome.unchanged, matched=outcome.matched, worker_id=worker_id,
-    ))
+    record_polls(session, [outcome], worker_id)
+
+
+def record_polls(session: Session, outcomes: Sequence[PollOutcome], worker_id: str | None = None) -> None:
+    """``record_poll`` for many polls in a few statements (executemany: one round trip each
+    on PostgreSQL, whatever the number of polls), not four per poll."""
+    if not outcomes:
+        return
+    counts = Counter((o.source_id, o.outcome, o.error_class or "") for o in outcomes)
+    session.execute(text(
+        "INSERT INTO poll_counts (source_id, outcome, error_class, polls) VALUES (:s, :o, :c, :n) "
+        "ON CONFLICT (source_id, outcome, error_class) DO UPDATE SET polls = poll_counts.polls + :n"),
+        [{"s": s, "o": o, "c": c, "n": n} for (s, o, c), n in sorted(counts.items())])
+    if worker_id is not None:
+        session.execute(update(Worker).where(Worker.id == worker_id)
+                        .values(polls=Worker.polls + len(outcomes))
+                        .execution_options(synchronize_session=False))
+    session.execute(insert(FetchLog), [{
+        "source_id": o.source_id, "started_at": o.started_at, "finished_at": o.finished_at,
+        "outcome": o.outcome, "error_class": o.error_class, "message": o.message,
+        "http_status": o.http_status, "new": o.new, "updated": o.updated, "unchanged": o.unchanged,
+        "matched": o.matched, "worker_id": worker_id} for o in outcomes])
+    shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for outcome in outcomes:
+        values = _poll_state(outcome)
+        shapes.setdefault(tuple(values), []).append({"source_key": outcome.source_id, **values})
+    table = Source.__table__
+    for keys, rows in shapes.items():
+        assigned: dict[str, object] = {key: bindparam(key) for key in keys}
+        if "last_error_at" in keys:  # an error: one more failure in a row
+            assigned["failures"] = table.c.failures + 1
+        session.connection().execute(
+            table.update().where(table.c.id == bindparam("source_key")).values(assigned), rows)
+        for row in rows:  # a Source of this session shows the new state, as after an ORM update
+            loaded = session.identity_map.get(identity_key(Source, row["source_key"]))
+            if loaded is not None:
+                session.expire(loaded, [*keys, "failures"])
+
+
+def _poll_state(outcome: PollOutcome) -> dict[str, object]:
+    """The source's columns that a poll sets (``failures`` of an error is raised by one)."""
     values: dict[str, object] = {"last_poll_at": outcome.finished_at,
                                  "lease_owner": None, "lease_expires_at": None}
     if outcome.next_poll_at is not None:
         values["next_poll_at"] = outcome.next_poll_at
     if outcome.outcome == "error":
-        values.update(failures=Source.failures + 1, last_error_class=outcome.error_class,
-                      last_error_message=outcome.message, last_error_at=outcome.finished_at)
+        values.update(last_error_class=outcome.error_class, last_error_message=outcome.message,
+                      last_error_at=outcome.finished_at)
     else:
         values.update(failures=0, last_success_at=outcome.finished_at)
         if outcome.outcome == "ok":
@@ -319,7 +354,7 @@ def record_poll(session: Session, outcome: PollOutcome, worker_id: str | None = 
             values["had_items"] = True
         if outcome.new:
             values["last_new_item_at"] = outcome.finished_at
-    session.execute(update(Source).where(Source.id == outcome.source_id).values(**values))
+    return values
 
 
 def count_poll(session: Session, source_id: str, outcome: str, error_class: str | None,

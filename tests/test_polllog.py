@@ -73,3 +73,29 @@ def test_poll_log_reads_what_was_said_from_the_database(session_factory, lines) 
                                   "error_class": "connect" if outcome == "error" else None, "message": "refused"})
     assert [line.split(" ")[0] for line in lines] == ["WARNING", "WARNING", "WARNING", "INFO"], lines
     assert lines[-1].startswith("INFO poll down ok") and "recovered after 5 failed polls" in lines[-1]
+
+
+
+class NoDatabase:
+    """A session factory that counts its uses and fails each (no database behind it)."""
+
+    def __init__(self) -> None:
+        self.uses = 0
+
+    def __call__(self):
+        self.uses += 1
+        raise RuntimeError("no database")
+
+
+def test_a_success_after_successes_is_logged_without_reading_the_fetch_log(lines) -> None:
+    """The crawl says how many failures came before (the source's state when the round began):
+    none → nothing to look up, one query a poll saved; otherwise the fetch log is read."""
+    database = NoDatabase()
+    log = PollLog(database)
+    log({"kind": "source", "source_id": "tass", "outcome": "not-modified", "previous_failures": 0})
+    log({"kind": "source", "source_id": "tass", "outcome": "ok", "new": 2, "previous_failures": 0})
+    assert database.uses == 0
+    assert [line.split(" ")[:3] for line in lines] == [["INFO", "poll", "tass"]] * 2
+    log({"kind": "source", "source_id": "tass", "outcome": "ok", "previous_failures": 3})
+    log({"kind": "source", "source_id": "tass", "outcome": "ok"})  # not said: looked up
+    assert database.uses == 2 and len(lines) == 4  # the lookups failed: logged all the same

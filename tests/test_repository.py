@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from storage.models import AlertEvent, FetchLog, Item, ItemVersion, Source
+from storage.models import AlertEvent, FetchLog, Item, ItemVersion, PollCount, Source, Worker
 from storage.repository import (
     ChannelRule,
     ItemWrite,
@@ -19,6 +19,7 @@ from storage.repository import (
     SourceRow,
     key_of,
     record_poll,
+    record_polls,
     sync_sources,
 )
 from storage.writes import save_item
@@ -155,6 +156,37 @@ def test_record_poll_updates_state_and_log(factory):
         source = s.get(Source, "tass")
         assert (source.failures, source.etag, source.had_items) == (0, '"v1"', True)
         assert source.last_new_item_at == NOW
+
+
+def test_record_polls_writes_a_batch_as_its_polls_one_by_one(factory):
+    """One call for a round's batch (a few statements, whatever its size): the same log rows,
+    counters and source state as each poll recorded alone — repeats of a source included."""
+    with factory.begin() as s:
+        sync_sources(s, [SourceRow("mid-ru", "feed", "https://mid.ru/ru/rss.php"),
+                         SourceRow("tass", "feed", "https://tass.ru/rss/v2.xml"),
+                         SourceRow("kazinform", "feed", "https://kazinform.kz/rss")], NOW)
+        s.add(Worker(id="w1", host="h", pid=1, started_at=NOW, heartbeat_at=NOW, polls=0))
+        tass = s.get(Source, "tass")  # loaded in this session: it must show the new state
+        assert tass.failures == 0
+        record_polls(s, [
+            PollOutcome("tass", NOW, NOW, "error", error_class="timeout", message="slow"),
+            PollOutcome("tass", NOW, NOW, "error", error_class="timeout", message="slower"),
+            PollOutcome("mid-ru", NOW, NOW, "ok", new=2, entries=5, etag='"e2"', body_hash="sha256:b",
+                        next_poll_at=NOW + timedelta(minutes=10)),
+            PollOutcome("kazinform", NOW, NOW, "not-modified", next_poll_at=NOW + timedelta(minutes=5)),
+        ], "w1")
+        assert (tass.failures, tass.last_error_message) == (2, "slower")
+    with factory() as s:
+        assert count(s, FetchLog) == 4
+        assert s.get(Worker, "w1").polls == 4
+        counts = {(c.source_id, c.outcome, c.error_class): c.polls for c in s.scalars(select(PollCount))}
+        assert counts == {("tass", "error", "timeout"): 2, ("mid-ru", "ok", ""): 1,
+                          ("kazinform", "not-modified", ""): 1}
+        mid, kaz = s.get(Source, "mid-ru"), s.get(Source, "kazinform")
+        assert (mid.etag, mid.body_hash, mid.had_items, mid.last_new_item_at) == ('"e2"', "sha256:b", True, NOW)
+        assert mid.next_poll_at == NOW + timedelta(minutes=10) and mid.lease_owner is None
+        assert (kaz.failures, kaz.last_success_at, kaz.next_poll_at) == (0, NOW, NOW + timedelta(minutes=5))
+        assert kaz.last_new_item_at is None
 
 
 def test_a_channel_alerts_only_matches_sure_enough(factory):
