@@ -20,6 +20,7 @@ from crawler.policy import Hints, next_poll_at
 from crawler.sources import CrawlSettings, SourceSpec
 from crawler.writeturn import WriteTurn
 from storage.repository import PollOutcome, SourceRow, SourceState, record_polls, source_states
+from storage.revisits import RevisitResult, save_quiet_revisits
 
 if TYPE_CHECKING:
     from crawler.matching import OrgMatcher
@@ -146,6 +147,11 @@ class RoundLedger:
         self.schedule = schedule
         self.turn = turn or WriteTurn()  # shared with the storage pipeline (crawler.writeturn)
         self.finished: list[SourcePoll] = []
+        # Quiet revisits (304s, failures, unchanged pages: ``RevisitResult.quiet``) skip the item
+        # pipelines: the spider hands them here, and they are written with the next commit of
+        # the round (a group's, or the recording of polls), at the latest with their own poll.
+        self.quiet: list[RevisitResult] = []
+        self.committing: list[RevisitResult] = []  # written by ``record_into``, not yet committed
         self.polls: dict[str, SourcePoll] = {}
         self.done_requests = 0
         self.total_requests = 0
@@ -208,6 +214,20 @@ class RoundLedger:
         if self.on_done is not None:
             self.on_done()
 
+    def quiet_revisit(self, result: RevisitResult) -> None:
+        """A revisit that found nothing to store: its bookkeeping (next due time, attempts,
+        lease, an unchanged page's baseline) waits for the next commit of the round."""
+        self.quiet.append(result)
+
+    def _save_quiet(self, session: Session) -> list[RevisitResult]:
+        quiet, self.quiet = self.quiet, []
+        try:
+            save_quiet_revisits(session, quiet)
+        except Exception:
+            self.quiet[:0] = quiet
+            raise
+        return quiet
+
     def nothing_to_come(self, waiting: int) -> bool:
         """True when no batch but the ``waiting`` ones can still reach the item pipelines: every
         poll has begun (its document request is counted when the spider's ``start`` hands it
@@ -239,13 +259,17 @@ class RoundLedger:
 
     def record_into(self, session: Session) -> list[SourcePoll]:
         """Record the queued polls in the caller's transaction (the item writes' commit, one
-        fsync for both); then ``recorded`` after it commits, or ``requeue`` if it fails."""
+        fsync for both), and the quiet revisits waiting; then ``recorded`` after it commits, or
+        ``requeue`` if it fails."""
+        quiet = self._save_quiet(session)
         polls, self.finished = self.finished, []
         try:
             self.record(session, polls)
         except Exception:
             self.finished[:0] = polls
+            self.quiet[:0] = quiet
             raise
+        self.committing = quiet
         return polls
 
     def record(self, session: Session, polls: list[SourcePoll]) -> None:
@@ -253,25 +277,31 @@ class RoundLedger:
         record_polls(session, [poll.poll_outcome(now, self.crawl) for poll in polls], self.worker_id)
 
     def recorded(self, polls: list[SourcePoll]) -> None:
+        self.committing = []
         for poll in polls:
             self.emit(poll.event())
 
     def requeue(self, polls: list[SourcePoll]) -> None:
         """Polls whose recording was rolled back (and any still queued): record them on their
-        own, now."""
+        own, now, with the quiet revisits that were in that transaction."""
         self.finished[:0] = polls
+        self.quiet[:0], self.committing = self.committing, []
         self.flush()
 
     def flush(self) -> None:
-        """Record every queued poll in one transaction, then emit their events."""
+        """Record every queued poll and quiet revisit in one transaction, then emit the polls'
+        events."""
         polls, self.finished = self.finished, []
-        if not polls:
+        if not polls and not self.quiet:
             return
         try:
             with self.turn.held(), self.sessions.begin() as session:
+                self._save_quiet(session)
                 self.record(session, polls)
         except Exception as exc:  # the job boundary of these sources: log, report, go on
+            # (quiet revisits not recorded are due again once their leases run out)
             logger.exception("recording the polls of {} failed", ", ".join(p.spec.id for p in polls))
+            self.quiet = []
             for poll in polls:
                 poll.fail(STORAGE, f"recording the poll failed: {exc}"[:300])
         for poll in polls:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,8 +26,10 @@ from crawler.pipelines import (
 from crawler.polls import RoundContext, RoundLedger
 from crawler.sources import SourceSpec
 from storage.db import make_engine, make_session_factory
-from storage.models import AlertEvent, FetchLog, Item
+from storage.models import AlertEvent, FetchLog, Item, Revisit
 from storage.repository import ItemWrite, SourceRow, sync_sources
+from storage.revisits import RevisitResult, claim_revisits
+from storage.writes import save_items
 
 NOW = datetime.now(UTC)
 
@@ -311,4 +313,73 @@ def test_a_real_round_stores_its_last_group_when_nothing_else_can_come(site: Any
     engine = make_engine(sqlite_url)
     with make_session_factory(engine)() as session:
         assert session.scalar(select(func.count()).select_from(Item)) == 6
+    engine.dispose()
+
+
+@pytest.mark.parametrize("end", ["round-closed", "poll-recorded", "group-commit", "group-commit-fails"])
+def test_a_quiet_revisit_that_skips_the_pipelines_is_recorded_by_the_end_of_the_round(
+        db_url: str, end: str, monkeypatch: Any) -> None:
+    """A 304 revisit goes from the spider to the ledger (``RoundLedger.quiet_revisit``), not
+    through the item pipelines: its next due time, attempt count, status and lease are still
+    written — with the next group commit (or on their own when that fails), with its poll, or
+    at the close of the round."""
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    spec = SourceSpec(id="src", url="http://news.example.org/rss")
+    other = SourceSpec(id="other", url="http://news.example.org/other.rss")
+    first = record("http://news.example.org/1", "one")
+    first.canonical_url = first.url
+    with sessions.begin() as session:
+        sync_sources(session, [SourceRow(s.id, "feed", s.url) for s in (spec, other)], NOW)
+        item_id = save_items(session, [first], [])[0].item_id
+    schedule = (3600.0, 86400.0)
+    later = NOW + timedelta(hours=1, seconds=1)
+    with sessions.begin() as session:
+        (claim,) = claim_revisits(session, "src", schedule, later, "w", lease_seconds=600, limit=5)
+    job = CrawlJob(database_url=db_url, sources=(spec, other), organisations=tuple(builtin_organisations()))
+    timers = None if end == "poll-recorded" else (lambda seconds, fn: None)  # never fire
+    ledger = RoundLedger(sessions, job.crawl, emit=lambda e: None, schedule=timers)
+    ledger.open([spec, other])
+    context = RoundContext(job=job, sessions=sessions, ledger=ledger)
+    poll = context.poll("src")
+    ledger.request_added(poll)
+    ledger.quiet_revisit(RevisitResult(item_id=claim.item_id, owner="w", kind="not-modified",
+                                       fetched_at=later, schedule=schedule, status=304,
+                                       first_seen_at=claim.first_seen_at))
+
+    def revisit() -> Revisit:
+        with sessions() as session:
+            row = session.get(Revisit, item_id)
+            assert row is not None
+            return row
+
+    if end != "round-closed":
+        ledger.request_done(poll)  # its poll is over (recorded at once, or queued)
+    if end.startswith("group-commit"):
+        if end == "group-commit-fails":
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise IntegrityError("INSERT", {}, Exception("always"))
+            monkeypatch.setattr(pipelines, "save_items", broken)
+        storage = StoragePipeline(context)
+        storage.open_spider()
+        second = record("http://news.example.org/2", "two")
+        second.source_id = "other"
+        batch = MatchPipeline(context).process_item(NormalizePipeline(context).process_item(
+            ItemBatch("other", [second])))
+
+        async def crawl() -> Any:
+            return await storage.process_item(batch)
+
+        if end == "group-commit-fails":
+            with pytest.raises(DropItem):
+                asyncio.run(crawl())
+        else:
+            asyncio.run(crawl())
+    elif end == "round-closed":
+        assert revisit().done == 0  # not yet: it waits for a commit of the round
+        ledger.close("finished")
+    row = revisit()
+    assert (row.done, row.last_status, row.due_at) == (1, 304, NOW + timedelta(days=1))
+    assert row.lease_owner is None and row.lease_expires_at is None
+    assert ledger.quiet == [] and ledger.committing == []
     engine.dispose()

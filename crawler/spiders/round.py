@@ -320,9 +320,18 @@ class RoundSpider(scrapy.Spider):
     def parse_revisit(self, response: Response, claim: RevisitClaim) -> Iterator[Any]:
         poll = self.poll_of(response)
         try:
-            yield self.batch(poll, *self._revisit(poll, response, claim))
+            yield from self._revisit_found(poll, *self._revisit(poll, response, claim))
         finally:
             self.ledger.request_done(poll)
+
+    def _revisit_found(self, poll: SourcePoll, items: list[ItemWrite], result: RevisitResult) -> Iterator[Any]:
+        """A revisit that found something to store goes through the item pipelines; a quiet
+        one (a 304, a failure, an unchanged page) only moves its schedule on: it goes straight
+        to the round's ledger, written with the round's next commit (``RoundLedger.quiet_revisit``)."""
+        if not items and result.quiet:
+            self.ledger.quiet_revisit(result)
+        else:
+            yield self.batch(poll, items, result)
 
     def _revisit(self, poll: SourcePoll, response: Response,
                  claim: RevisitClaim) -> tuple[list[ItemWrite], RevisitResult]:
@@ -378,7 +387,7 @@ class RoundSpider(scrapy.Spider):
                 poll.fail(SSRF, message)
             else:
                 poll.warn(f"revisit {request.url}: {error_class}: {message}")
-            yield self.batch(poll, [], RevisitResult(
+            yield from self._revisit_found(poll, [], RevisitResult(
                 item_id=claim.item_id, owner=self.revisit_owner, kind="failed",
                 fetched_at=datetime.now(UTC), schedule=poll.spec.revisits(self.context.job.crawl),
                 first_seen_at=claim.first_seen_at))
