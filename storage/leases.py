@@ -92,7 +92,12 @@ def renew_leases(session: Session, worker_id: str, now: datetime, lease_seconds:
     until = now + timedelta(seconds=lease_seconds)
     renewed = 0
     for model in (Source, AlertEvent):
-        result = session.execute(update(model).where(model.lease_owner == worker_id)
+        # Rows locked right now are skipped, not waited for: on PostgreSQL they are this
+        # worker's crawl recording its polls (which ends the lease anyway), and waiting on
+        # them while that transaction waits on a row this one locked was a deadlock.
+        mine = (select(model.id).where(model.lease_owner == worker_id).order_by(model.id)
+                .with_for_update(skip_locked=True))
+        result = session.execute(update(model).where(model.id.in_(mine), model.lease_owner == worker_id)
                                  .values(lease_expires_at=until)
                                  .execution_options(synchronize_session=False))
         renewed += int(getattr(result, "rowcount", 0) or 0)

@@ -8,7 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import make_engine, make_session_factory
@@ -22,6 +22,7 @@ from storage.leases import (
     reap_workers,
     register_worker,
     release_sources,
+    renew_leases,
     sqlite_lock_path,
     stop_worker,
 )
@@ -110,6 +111,27 @@ def test_concurrent_claimers_never_share_a_source(db_url: str) -> None:
         t.join(timeout=60)
     everything = [s for batch in got.values() for s in batch]
     assert len(everything) == len(set(everything)) == 90
+
+
+def test_renewal_skips_a_source_whose_poll_is_being_recorded(pg_url: str) -> None:
+    """The heartbeat's renewal and the crawl's poll recording run on two connections of one
+    worker. The renewal used to wait on the rows the recording had locked while the recording
+    waited on rows the renewal had locked: PostgreSQL's deadlock detector killed one of them
+    (seen in the 100k-source rehearsal). It now skips the rows being recorded."""
+    sessions = make_session_factory(make_engine(pg_url))
+    ids = add_sources(sessions, 3)
+    with sessions() as session:
+        assert sorted(claim_due_sources(session, "w1", NOW)) == ids
+    with sessions() as recording, sessions() as beating:
+        record_poll(recording, PollOutcome(source_id=ids[1], started_at=NOW, finished_at=NOW,
+                                           outcome="not-modified"), "w1")  # holds ids[1]'s row lock
+        beating.execute(text("SET lock_timeout = '3s'"))
+        assert renew_leases(beating, "w1", NOW + timedelta(seconds=60), 600) == 2
+        recording.commit()
+    with sessions() as session:
+        leases = dict(session.execute(select(Source.id, Source.lease_expires_at)).all())
+    assert leases == {ids[0]: NOW + timedelta(seconds=660), ids[1]: None,
+                      ids[2]: NOW + timedelta(seconds=660)}
 
 
 def test_workers_register_beat_stop_and_are_reaped(session_factory: sessionmaker[Session]) -> None:
