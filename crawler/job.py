@@ -45,6 +45,8 @@ class CrawlJob(BaseModel):
     # Per-host request budgets of this process when a host's sources are split over several
     # processes of one round (their sum stays crawl.concurrency_per_host).
     host_concurrency: dict[str, int] = Field(default_factory=dict)
+    # Where the crawl may keep files between rounds (crawler.morphology); None: nowhere.
+    cache_dir: str | None = None
 
 
 class SourceEvent(BaseModel):

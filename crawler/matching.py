@@ -19,7 +19,11 @@ if TYPE_CHECKING:
 
     from crawler.organisations import OrganisationSpec
 
-__all__ = ["Match", "OrgMatcher", "organisation_ids"]
+__all__ = ["Analysis", "Match", "OrgMatcher", "organisation_ids", "russian_analysis"]
+
+# What a Russian alias word compiles to: the Snowball stem of its most likely lemma, and the
+# Snowball stems of the word and of every form of every lexeme pymorphy3 knows for it.
+Analysis = tuple[str, tuple[str, ...]]
 
 # CJK ideographs, kana and Hangul: each character is a word of its own, so an acronym glued
 # to them ("によってEAEU条約") is still a whole word.
@@ -86,11 +90,24 @@ def release_morphology() -> None:
     """Free the Russian analyser (~13 MiB of dictionaries): a compiled matcher no longer needs
     it (a crawl process builds its one matcher, then gives the memory to the round's data). The
     analyser's objects form reference cycles, so only a full collection frees them; it is cheap
-    where the imports were frozen first (``gc.freeze``, as ``python -m crawler`` does)."""
+    where the imports were frozen first (``gc.freeze``, as ``python -m crawler`` does). Nothing
+    to do when it was never loaded (every word came from crawler.morphology's cache)."""
+    if not _morph.cache_info().currsize:
+        return
     import gc
 
     _morph.cache_clear()
     gc.collect()
+
+
+def russian_analysis(word: str, stemmer: Stemmer.Stemmer) -> Analysis:
+    """A lower-cased Cyrillic alias word's :data:`Analysis`, from pymorphy3 (``stemmer``: a
+    Russian Snowball stemmer)."""
+    parses = _morph().parse(word)
+    stem: str = stemmer.stemWord(parses[0].normal_form.replace("ё", "е"))  # untyped
+    forms = {form.word.replace("ё", "е") for parse in parses for form in parse.lexeme}
+    form_stems: list[str] = stemmer.stemWords([word, *sorted(forms)])
+    return stem, tuple(sorted(set(form_stems)))
 
 
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
@@ -155,8 +172,12 @@ class OrgMatcher:
     soft hyphens, zero-width characters and Unicode spaces make no difference.
     """
 
-    def __init__(self, organisations: Sequence[OrganisationSpec]) -> None:
+    def __init__(self, organisations: Sequence[OrganisationSpec],
+                 analyse: Callable[[str], Analysis] | None = None) -> None:
+        """:param analyse: a Russian alias word's analysis (default: ``russian_analysis`` with
+            pymorphy3; a crawl process passes ``crawler.morphology.MorphologyCache.analyse``)."""
         self._ru = Stemmer.Stemmer("russian")
+        self._analyse = analyse or functools.partial(russian_analysis, stemmer=self._ru)
         self._en = Stemmer.Stemmer("english")
         self._root = _Node()
         self._vocabulary: set[str] = set()
@@ -223,10 +244,8 @@ class OrgMatcher:
             stem: str = self._en.stemWord(word)  # snowballstemmer ships no types
             self._stem_keys.setdefault(stem, set()).add("s" + stem)
             return stem
-        parses = _morph().parse(word)
-        stem = self._ru.stemWord(parses[0].normal_form.replace("ё", "е"))  # a str, untyped
-        forms = {form.word.replace("ё", "е") for parse in parses for form in parse.lexeme}
-        for form_stem in self._ru.stemWords([word, *forms]):
+        stem, form_stems = self._analyse(word)
+        for form_stem in form_stems:
             self._stem_keys.setdefault(form_stem, set()).add("s" + stem)
         return stem
 

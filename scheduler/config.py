@@ -25,6 +25,9 @@ DEFAULT_CONFIG_NAME = "newsmon.toml"
 
 class StorageSettings(Frozen):
     url: str = DEFAULT_DATABASE_URL
+    # Files the crawl keeps between rounds (the alias words' morphology); "" keeps none.
+    # Unset: default_cache_dir() of the environment.
+    cache_dir: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -233,11 +236,26 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
     return LoadedConfig(build_config(raw, environ, str(path or "<defaults>"), text), path)
 
 
+def default_cache_dir(environ: Mapping[str, str]) -> str | None:
+    """systemd's ``$CACHE_DIRECTORY`` (``CacheDirectory=``), else ``$XDG_CACHE_HOME/newsmon``,
+    else ``~/.cache/newsmon``; None without any of them."""
+    if environ.get("CACHE_DIRECTORY"):
+        return environ["CACHE_DIRECTORY"].split(":")[0]
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "newsmon")
+    home = environ.get("HOME", "")
+    return os.path.join(home, ".cache", "newsmon") if os.path.isabs(home) else None
+
+
 def build_config(raw: dict[str, Any], environ: Mapping[str, str], name: str = "<config>",
                  text: str = "") -> AppConfig:
     raw = dict(raw)
     if environ.get("NEWSMON_DATABASE_URL"):
         raw["storage"] = {**raw.get("storage", {}), "url": environ["NEWSMON_DATABASE_URL"]}
+    storage = raw.get("storage", {})
+    if isinstance(storage, dict) and storage.get("cache_dir") is None:
+        raw["storage"] = {**storage, "cache_dir": default_cache_dir(environ)}
     if not raw.get("sources"):
         from crawler.catalogue import builtin_sources
 

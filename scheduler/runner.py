@@ -82,7 +82,8 @@ def build_job(config: AppConfig, sources: Sequence[SourceSpec], *, worker_id: st
     return CrawlJob(database_url=config.storage.url, crawl=config.crawl, sources=tuple(sources),
                     organisations=config.organisations, channels=channels, worker_id=worker_id,
                     deadline_seconds=deadline or config.daemon.round_timeout,
-                    log_level=log_level, log_json=log_json, progress=progress)
+                    log_level=log_level, log_json=log_json, progress=progress,
+                    cache_dir=config.storage.cache_dir or None)
 
 
 def crawl_round(
