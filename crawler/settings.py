@@ -79,17 +79,18 @@ BASE_SETTINGS: dict[str, Any] = {
 }
 
 
-# Scrapy components a round never uses (off by COOKIES_ENABLED, REMOTE_CONTROL_ENABLED and the
-# absence of HTTPCACHE_ENABLED, FEEDS, JOBDIR, MEMDEBUG_ENABLED, LOGSTATS_INTERVAL); those that
-# only feed Scrapy's stats, which nothing reads (STATS_CLASS): DownloaderStats (it builds each
-# request's HTTP form again to count its bytes), DepthMiddleware (DEPTH_LIMIT is 0: it only
-# counts depths), CoreStats and LogCount (a handler on every log record); and two no-ops for
-# a round: HttpAuthMiddleware (no source sets http_user) and the downloader's OffsiteMiddleware
-# (the spider sets no allowed_domains). Each ran for every request or response, revisits
-# included (bench/README.md, "Revisits", 2026-12-05 "cheaper request path"). They are left
-# out of Scrapy's base lists, not set to None: Scrapy imports every component it is given, even
-# one set to None, and the first two pull in aiohttp (remote control) and tldextract + requests +
-# urllib3 (cookies), ~13 MiB of every crawl process.
+# Scrapy components a round never uses: off by COOKIES_ENABLED, REMOTE_CONTROL_ENABLED and the
+# absence of HTTPCACHE_ENABLED, FEEDS, JOBDIR, MEMDEBUG_ENABLED, LOGSTATS_INTERVAL; feeding only
+# Scrapy's stats, which nothing reads (STATS_CLASS): DownloaderStats (it builds each request's
+# HTTP form again to count its bytes), DepthMiddleware (DEPTH_LIMIT is 0), CoreStats and
+# LogCount (a handler on every log record); no-ops for a round: HttpAuthMiddleware (no source
+# sets http_user), the downloader's OffsiteMiddleware (the spider sets no allowed_domains) and
+# MetaCopyDetectionMiddleware (a warning for requests that copy Scrapy's internal meta keys from
+# a response; ours build their own meta). The last seven ran for every request or response,
+# revisits included (bench/README.md, "Revisits", 2026-12-05 "a cheaper request path"). They
+# are left out of Scrapy's base lists, not set to None: Scrapy imports every component it is
+# given, even one set to None, and the first two pull in aiohttp (remote control) and
+# tldextract + requests + urllib3 (cookies), ~13 MiB of every crawl process.
 UNUSED_COMPONENTS: dict[str, tuple[str, ...]] = {
     "EXTENSIONS": (
         "scrapy.extensions.remote_control.RemoteControl",
@@ -109,6 +110,7 @@ UNUSED_COMPONENTS: dict[str, tuple[str, ...]] = {
     ),
     "SPIDER_MIDDLEWARES": (
         "scrapy.spidermiddlewares.depth.DepthMiddleware",
+        "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware",
     ),
 }
 

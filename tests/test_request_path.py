@@ -31,6 +31,9 @@ def test_a_round_keeps_no_scrapy_stats_and_few_tasks_per_response() -> None:
     spider = build_component_list(settings.getwithbase("SPIDER_MIDDLEWARES"))
     assert "scrapy.downloadermiddlewares.stats.DownloaderStats" not in downloader
     assert "scrapy.spidermiddlewares.depth.DepthMiddleware" not in spider
+    assert "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware" not in spider
+    assert not {"scrapy.extensions.corestats.CoreStats", "scrapy.extensions.logcount.LogCount"} & set(
+        build_component_list(settings.getwithbase("EXTENSIONS")))
     assert settings.getint("DEPTH_LIMIT") == 0  # what made DepthMiddleware stats-only
     assert settings.getint("CONCURRENT_ITEMS") <= 2
     # the rules every request keeps
