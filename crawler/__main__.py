@@ -39,6 +39,14 @@ def setup_logging(level: str, json_lines: bool) -> None:
     logging.basicConfig(handlers=[handler], level=logging.NOTSET, force=True)
 
 
+def scrapy_log_level(level: str) -> None:
+    """Scrapy's logging setup (run by AsyncCrawlerProcess) puts its logger at DEBUG, so every
+    request's "Crawled (304) …" line was made into a record, formatted for the handlers and
+    only then dropped by the handler's level. The logger takes the round's level instead:
+    records below it are not made at all (the same lines reach the sink)."""
+    logging.getLogger("scrapy").setLevel(logging.getLevelName(level.upper()))
+
+
 def events_stream() -> TextIO:
     """A private copy of stdout for events; fd 1 itself then goes to stderr, so nothing a
     library prints can corrupt the event stream."""
@@ -94,6 +102,7 @@ def crawl_round(job: CrawlJob, out: TextIO) -> None:
                          emit=emit, schedule=later, turn=WriteTurn(job.database_url))
     context = RoundContext(job=job, sessions=sessions, ledger=ledger)
     process = AsyncCrawlerProcess({**round_settings(job), ROUND_SETTING: context})
+    scrapy_log_level(job.log_level)  # after AsyncCrawlerProcess set Scrapy's loggers up
     process.crawl(RoundSpider)
     # The modules and objects made so far live as long as the process: keep them out of the
     # cyclic collector's full passes, which otherwise walk them all (~0.25 s each).

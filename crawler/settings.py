@@ -28,8 +28,12 @@ BASE_SETTINGS: dict[str, Any] = {
     # for every response (~0.8 ms of CPU each, a fifth of a 304 poll). Ours return no values.
     "WARN_ON_GENERATOR_RETURN_VALUE": False,
     # Outputs of a response processed at once. A response yields one ItemBatch (and perhaps
-    # article requests); Scrapy's default of 100 starts 100 asyncio tasks per response.
-    "CONCURRENT_ITEMS": 8,
+    # article requests, first); Scrapy starts this many asyncio tasks per response, even for a
+    # callback that yields nothing (a 304 revisit): 100 by default, 8 before 2026-12-05.
+    "CONCURRENT_ITEMS": 2,
+    # Nothing reads Scrapy's stats (a round's figures are its events): every request cost ~20
+    # stats calls through the collector's deprecation-checking __getattribute__.
+    "STATS_CLASS": "scrapy.statscollectors.DummyStatsCollector",
     "CONCURRENT_REQUESTS_PER_DOMAIN": 2,
     "DOWNLOAD_DELAY": 0,
     "DOWNLOAD_DELAY_JITTER": 0.5,
@@ -75,11 +79,18 @@ BASE_SETTINGS: dict[str, Any] = {
 }
 
 
-# Scrapy components a round never uses (off by COOKIES_ENABLED, REMOTE_CONTROL_ENABLED and the
-# absence of HTTPCACHE_ENABLED, FEEDS, JOBDIR, MEMDEBUG_ENABLED, LOGSTATS_INTERVAL). They are left
-# out of Scrapy's base lists, not set to None: Scrapy imports every component it is given, even
-# one set to None, and these two pull in aiohttp (remote control) and tldextract + requests +
-# urllib3 (cookies), ~13 MiB of every crawl process.
+# Scrapy components a round never uses: off by COOKIES_ENABLED, REMOTE_CONTROL_ENABLED and the
+# absence of HTTPCACHE_ENABLED, FEEDS, JOBDIR, MEMDEBUG_ENABLED, LOGSTATS_INTERVAL; feeding only
+# Scrapy's stats, which nothing reads (STATS_CLASS): DownloaderStats (it builds each request's
+# HTTP form again to count its bytes), DepthMiddleware (DEPTH_LIMIT is 0), CoreStats and
+# LogCount (a handler on every log record); no-ops for a round: HttpAuthMiddleware (no source
+# sets http_user), the downloader's OffsiteMiddleware (the spider sets no allowed_domains) and
+# MetaCopyDetectionMiddleware (a warning for requests that copy Scrapy's internal meta keys from
+# a response; ours build their own meta). The last seven ran for every request or response,
+# revisits included (bench/README.md, "Revisits", 2026-12-05 "a cheaper request path"). They
+# are left out of Scrapy's base lists, not set to None: Scrapy imports every component it is
+# given, even one set to None, and the first two pull in aiohttp (remote control) and
+# tldextract + requests + urllib3 (cookies), ~13 MiB of every crawl process.
 UNUSED_COMPONENTS: dict[str, tuple[str, ...]] = {
     "EXTENSIONS": (
         "scrapy.extensions.remote_control.RemoteControl",
@@ -87,10 +98,19 @@ UNUSED_COMPONENTS: dict[str, tuple[str, ...]] = {
         "scrapy.extensions.memdebug.MemoryDebugger",
         "scrapy.extensions.spiderstate.SpiderState",
         "scrapy.extensions.logstats.LogStats",
+        "scrapy.extensions.corestats.CoreStats",
+        "scrapy.extensions.logcount.LogCount",
     ),
     "DOWNLOADER_MIDDLEWARES": (
         "scrapy.downloadermiddlewares.cookies.CookiesMiddleware",
         "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware",
+        "scrapy.downloadermiddlewares.stats.DownloaderStats",
+        "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware",
+        "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware",
+    ),
+    "SPIDER_MIDDLEWARES": (
+        "scrapy.spidermiddlewares.depth.DepthMiddleware",
+        "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware",
     ),
 }
 
