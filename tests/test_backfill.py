@@ -23,6 +23,7 @@ from storage.models import AlertEvent, Backfill, Item, Match, Source
 from tests.test_sources import MiniSite, mini  # noqa: F401 - the fixture
 
 PAGES = 12
+FAST = ["--delay", "100ms"]  # the default second between pages is tested once, below
 PER_PAGE = 5
 NEWEST = date(2025, 3, 31)
 
@@ -91,7 +92,8 @@ def test_backfill_to_a_date_resumes_after_a_failing_page_and_alerts_nobody(
     runner = CliRunner()
     # The 4th page fails (a 503 the retries cannot get past): the run stops there, keeping pages 1-3.
     archive.set("/archive?page=4", "<html><body>overloaded</body></html>", status=503)
-    first = runner.invoke(cli, ["--config", str(config), "backfill", "archive", "--since", "2025-02-15"],
+    first = runner.invoke(cli, ["--config", str(config), "backfill", "archive", "--since", "2025-02-15",
+                                    *FAST],
                           catch_exceptions=False)
     assert first.exit_code == 1
     assert "archive: 3 pages, 15 new items, 0 known, oldest 2025-03-17" in first.stdout
@@ -104,7 +106,8 @@ def test_backfill_to_a_date_resumes_after_a_failing_page_and_alerts_nobody(
         assert json.loads(row.pending) == [archive.base + "/archive?page=4"]
 
     archive.set("/archive?page=4", archive_page(4))
-    second = runner.invoke(cli, ["--config", str(config), "backfill", "archive", "--since", "2025-02-15"],
+    second = runner.invoke(cli, ["--config", str(config), "backfill", "archive", "--since", "2025-02-15",
+                                    *FAST],
                            catch_exceptions=False)
     assert second.exit_code == 0, second.output
     # 2025-02-15 is item 44 (page 9); page 10 is the first page entirely older: read, not stored.
@@ -123,7 +126,8 @@ def test_backfill_to_a_date_resumes_after_a_failing_page_and_alerts_nobody(
         assert all(i.story_id is not None and i.version == 1 for i in items)
         assert session.scalar(select(func.count()).select_from(AlertEvent)) == 0
         assert session.get(Source, "archive").lease_owner is None
-    again = runner.invoke(cli, ["--config", str(config), "backfill", "archive", "--since", "2025-02-15"],
+    again = runner.invoke(cli, ["--config", str(config), "backfill", "archive", "--since", "2025-02-15",
+                                    *FAST],
                           catch_exceptions=False)
     assert again.exit_code == 0 and "nothing to do" in again.stdout
     app = AppContext(str(config))
@@ -140,9 +144,28 @@ def test_backfill_stops_at_max_pages_and_a_later_run_goes_on(archive: MiniSite, 
                           catch_exceptions=False)
     assert first.exit_code == 0
     assert "archive: 2 pages, 10 new items, 0 known, oldest 2025-03-22; stopped after --max-pages" in first.stdout
-    rest = runner.invoke(cli, ["--config", str(config), "backfill", "archive"], catch_exceptions=False)
+    assert min(page_gaps(archive)) >= 0.95  # a second apart by default
+    archive.paths.clear()
+    archive.times.clear()
+    rest = runner.invoke(cli, ["--config", str(config), "backfill", "archive", "--delay", "300ms"],
+                         catch_exceptions=False)
     assert rest.exit_code == 0
     assert "archive: 10 pages (continued), 50 new items, 0 known, oldest 2025-01-31; no older page" in rest.stdout
+    gaps = sorted(page_gaps(archive))
+    assert gaps[0] >= 0.28 and gaps[len(gaps) // 2] < 0.9, gaps  # --delay: at least, and not the default
+
+
+def page_gaps(site: MiniSite) -> list[float]:
+    """Seconds between consecutive requests for archive pages."""
+    times = [t for p, t in zip(site.paths, site.times, strict=True) if p.startswith("/archive")]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+def test_backfill_delay_must_be_a_duration(archive: MiniSite, tmp_path: Path, sqlite_url: str, receiver) -> None:
+    config = write_config(tmp_path, sqlite_url, archive.base, receiver.url)
+    bad = CliRunner().invoke(cli, ["--config", str(config), "backfill", "archive", "--delay", "soon"])
+    assert bad.exit_code == 2 and "--delay" in bad.output and "not a duration" in bad.output
+    assert archive.paths == []
 
 
 def test_a_killed_backfill_continues_where_it_stopped(archive: MiniSite, tmp_path: Path, sqlite_url: str,
@@ -156,7 +179,7 @@ def test_a_killed_backfill_continues_where_it_stopped(archive: MiniSite, tmp_pat
 
     config = write_config(tmp_path, sqlite_url, archive.base, receiver.url)
     archive.held["/archive?page=6"] = release = threading.Event()
-    command = [sys.executable, "-m", "scheduler", "--config", str(config), "backfill", "archive"]
+    command = [sys.executable, "-m", "scheduler", "--config", str(config), "backfill", "archive", *FAST]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:
@@ -174,7 +197,8 @@ def test_a_killed_backfill_continues_where_it_stopped(archive: MiniSite, tmp_pat
     with make_session_factory(engine)() as session:
         assert session.scalar(select(func.count()).select_from(Item)) == 25  # pages 1-5, each committed
     engine.dispose()
-    done = CliRunner().invoke(cli, ["--config", str(config), "backfill", "archive"], catch_exceptions=False)
+    done = CliRunner().invoke(cli, ["--config", str(config), "backfill", "archive", *FAST],
+                              catch_exceptions=False)
     assert done.exit_code == 0, done.output
     assert "archive: 7 pages (continued), 35 new items, 0 known, oldest 2025-01-31; no older page" in done.stdout
     assert [p for p in archive.paths if p.startswith("/archive")].count("/archive?page=5") == 1

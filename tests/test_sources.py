@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +46,7 @@ class MiniSite:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, str, bytes]] = {}
         self.paths: list[str] = []
+        self.times: list[float] = []  # time.monotonic() of each request, beside paths
         self.held: dict[str, threading.Event] = {}  # paths that answer only once released
         site = self
 
@@ -55,6 +57,7 @@ class MiniSite:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802
+                site.times.append(time.monotonic())
                 site.paths.append(self.path)
                 if self.path in site.held:
                     site.held[self.path].wait(60)

@@ -24,14 +24,25 @@ STOPS = {
 }
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from crawler.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("source_id", metavar="ID")
 @click.option("--since", "since_day", metavar="DATE", help="Go back to this day (YYYY-MM-DD, inclusive, "
               "in the source's timezone); default: as far as the pages go.")
 @click.option("--max-pages", type=click.IntRange(min=1), default=100, show_default=True,
               help="Read at most this many pages in this run.")
+@click.option("--delay", default="1s", show_default=True, metavar="DURATION", callback=_duration,
+              help="Wait at least this long between two pages (500ms, 2s …); robots.txt applies too.")
 @pass_app
-def backfill(app: AppContext, source_id: str, since_day: str | None, max_pages: int) -> None:
+def backfill(app: AppContext, source_id: str, since_day: str | None, max_pages: int, delay: float) -> None:
     """Fill the history of one source backwards: follow its older pages (listing pagination,
     telegram ?before=, sitemaps, JSON pages; a feed through its site's sitemap) politely back
     to DATE, storing and matching what they hold. Sends no alerts. Interrupted, it continues
@@ -41,6 +52,7 @@ def backfill(app: AppContext, source_id: str, since_day: str | None, max_pages: 
     Examples:
       newsmon backfill mfa-az --since 2025-01-01
       newsmon backfill mid-telegram-ru --since 2025-06-01 --max-pages 50
+      newsmon backfill own-archive --delay 200ms
     """
     from crawler.backfill import backfill_source, since_start
     from crawler.errors import BackfillError
@@ -62,7 +74,8 @@ def backfill(app: AppContext, source_id: str, since_day: str | None, max_pages: 
     try:
         with progress(max_pages) as on_page:
             report = backfill_source(spec, crawl=app.config.crawl, organisations=app.config.organisations,
-                                     sessions=app.sessions, since=since, max_pages=max_pages, on_page=on_page)
+                                     sessions=app.sessions, since=since, max_pages=max_pages, on_page=on_page,
+                                     delay=delay)
     except BackfillError as exc:
         fail(str(exc), 1)
     print_summary(report, since_day, spec.timezone)
