@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_search import pg_database  # noqa: E402
 from bench.searchdata import generate  # noqa: E402
-from scheduler.web.api import status_dict  # noqa: E402
 from scheduler.web.metrics import make_registry, render  # noqa: E402
 from storage.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from storage.partitions import create_day_partitions, is_partitioned  # noqa: E402
+from storage.queries import status_dict  # noqa: E402
 from storage.stats import recount_polls  # noqa: E402
 
 SOURCES = 1000

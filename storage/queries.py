@@ -12,6 +12,7 @@ from sqlalchemy import and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from storage.models import AlertEvent, FetchLog, Item, ItemSource, ItemVersion, Match, Source, Worker
+from storage.repository import SourceRow
 from storage.revisits import RevisitStats, revisit_stats
 from storage.search import Query, fts5_excluded, fts5_match, parse_query, phrase_pairs, tsquery
 from storage.serialize import iso, item_dict, version_dict
@@ -320,8 +321,13 @@ def _recent_seen(session: Session) -> dict[str, list[datetime]]:
     return out
 
 
-def source_status(session: Session, now: datetime, silence_factor: float = 3.0) -> list[dict[str, Any]]:
-    """Per source: polling state, counts, the last error and whether it has gone silent."""
+def source_status(session: Session, now: datetime, silence_factor: float = 3.0,
+                  configured: Sequence[SourceRow] = ()) -> list[dict[str, Any]]:
+    """Per source: polling state, counts, the last error and whether it has gone silent.
+
+    :param configured: the configuration's sources; those the database does not know yet (no
+        worker has started with them) are listed too, never polled.
+    """
     counts = dict(session.execute(select(ItemSource.source_id, func.count())
                                   .group_by(ItemSource.source_id)).all())
     revisits = revisit_stats(session, now)
@@ -346,7 +352,22 @@ def source_status(session: Session, now: datetime, silence_factor: float = 3.0) 
             "last_error": error, "lease_owner": source.lease_owner,
             "revisits": revisit_dict(revisits.get(source.id, RevisitStats())),
         })
-    return out
+    known = {row["id"] for row in out}
+    out += [{"id": row.id, "name": row.name or row.id, "kind": row.kind, "url": row.url, "enabled": row.enabled,
+             "last_poll": None, "last_success": None, "last_new_item": None, "next_poll": None,
+             "items": 0, "failures": 0, "silent": False, "last_error": None, "lease_owner": None,
+             "revisits": revisit_dict(RevisitStats())}
+            for row in configured if row.id not in known]
+    return sorted(out, key=lambda row: row["id"])
+
+
+def status_dict(session: Session, now: datetime | None = None,
+                configured: Sequence[SourceRow] = ()) -> dict[str, Any]:
+    """The object of `newsmon status --format json` and `/api/status`: ``configured`` are the
+    configuration's sources (listed even before a worker has polled them)."""
+    now = now or datetime.now(UTC)
+    return {"sources": source_status(session, now, configured=configured), "workers": worker_status(session),
+            "latency": latency_stats(session)}
 
 
 def revisit_dict(found: RevisitStats) -> dict[str, Any]:

@@ -19,6 +19,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers the httpx2 fork; httpx 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
+from crawler.sources import SourceSpec
 from scheduler.config import AppConfig, ServerSettings
 from scheduler.web.app import create_app
 from storage.models import AlertEvent
@@ -247,6 +248,20 @@ def test_status_shape(api: TestClient, session_factory: sessionmaker[Session]) -
     assert tass["items"] == 2 and {"last_poll", "failures", "silent", "last_error", "next_poll"} <= set(tass)
     assert body["workers"] == []
     assert body["latency"]["first_seen_to_delivered"]["count"] == 2
+
+
+def test_status_lists_configured_sources_before_their_first_poll(session_factory: sessionmaker[Session]) -> None:
+    load(session_factory, SAMPLE)
+    config = AppConfig(sources=(SourceSpec(id="added-today", url="https://mfa.example/rss"),
+                                SourceSpec(id="tass", url="https://tass.example/rss", enabled=False)))
+    with TestClient(create_app(config, session_factory)) as client:
+        body = client.get("/api/status").json()
+    by_id = {s["id"]: s for s in body["sources"]}
+    assert list(by_id) == sorted(by_id) and set(by_id) == {"added-today", "interfax", "mid-ru", "tass"}
+    added = by_id["added-today"]
+    assert (added["enabled"], added["url"], added["last_poll"], added["next_poll"], added["items"]) == (
+        True, "https://mfa.example/rss", None, None, 0)
+    assert by_id["tass"]["items"] == 2  # known to the database: its row, not the configuration
 
 
 def test_healthz_and_openapi(api: TestClient) -> None:

@@ -202,6 +202,12 @@ url = "{site.url('/faults/status/404')}"
 allow_private = true
 """, encoding="utf-8")
     runner = CliRunner()
+    before = runner.invoke(cli, ["--config", str(config_file), "status", "--format", "json"],
+                           catch_exceptions=False)
+    assert before.exit_code == 0, before.output
+    # configured, not polled yet: listed (a user checks the file was read before starting)
+    assert [(s["id"], s["enabled"], s["last_poll"], s["items"]) for s in json.loads(before.output)["sources"]] == [
+        ("broken", True, None, 0), ("good", True, None, 0)]
     result = runner.invoke(cli, ["--config", str(config_file), "crawl"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "good" in result.output and "broken" in result.output and "http-4xx" in result.output

@@ -151,11 +151,11 @@ def status(app: AppContext, fmt: str) -> None:
     """Per source: last poll, last success, last new item, last error and its class, items,
     next poll, consecutive failures, and whether it has gone silent; plus workers and alert
     latency."""
-    from storage.queries import latency_stats, source_status, worker_status
+    from scheduler.daemon import source_rows
+    from storage.queries import status_dict
 
     with app.sessions() as session:
-        doc = {"sources": source_status(session, datetime.now(UTC)),
-               "workers": worker_status(session), "latency": latency_stats(session)}
+        doc = status_dict(session, configured=source_rows(app.config))
     if fmt == "json":
         click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.daemon import source_rows
 from scheduler.web.errors import documented
 from scheduler.web.params import MAX_ID, ItemQuery, Search, build_search, encode_cursor
 from scheduler.web.schemas import Health, ItemDetail, ItemPage, Status, Story
-from storage.queries import (
-    get_item,
-    latency_stats,
-    search_items,
-    source_status,
-    story_items,
-    strip_cursor,
-    worker_status,
-)
+from storage.queries import get_item, search_items, status_dict, story_items, strip_cursor
 
 router = APIRouter()
 ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="An item id (`id` of an ITEM)")]
@@ -38,13 +30,6 @@ def _ok(description: str, **links: dict[str, Any]) -> dict[int | str, dict[str, 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:
     return request.app.state.sessions  # type: ignore[no-any-return]  # Starlette's State holds Any; build_app sets it
-
-
-def status_dict(session: Session, now: datetime | None = None) -> dict[str, Any]:
-    """The same object as `newsmon status --format json`."""
-    now = now or datetime.now(UTC)
-    return {"sources": source_status(session, now), "workers": worker_status(session),
-            "latency": latency_stats(session)}
 
 
 def run_search(session: Session, search: Search) -> dict[str, Any]:
@@ -107,5 +92,6 @@ def api_story(request: Request, story_id: StoryId) -> dict[str, Any]:
             response_model=Status)
 def api_status(request: Request) -> dict[str, Any]:
     """Sources, workers and detection latency (as `newsmon status --format json`)."""
+    configured = source_rows(request.app.state.config)
     with sessions_of(request)() as session:
-        return status_dict(session)
+        return status_dict(session, configured=configured)
