@@ -154,7 +154,9 @@ def fetch_settings(job: FetchJob) -> dict[str, Any]:
     settings = round_settings(crawl_job)
     settings["ITEM_PIPELINES"] = {}
     if job.delay:
+        # at least ``delay`` apart: Scrapy would otherwise wait 0.5-1.5 times DOWNLOAD_DELAY
         settings.update({"DOWNLOAD_DELAY": job.delay, "AUTOTHROTTLE_START_DELAY": job.delay,
+                         "RANDOMIZE_DOWNLOAD_DELAY": False,
                          "CONCURRENT_REQUESTS_PER_DOMAIN": 1, "AUTOTHROTTLE_TARGET_CONCURRENCY": 1.0})
     return settings
 
