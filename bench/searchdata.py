@@ -151,7 +151,7 @@ def _copy(raw, rows: dict[str, list[tuple]]) -> None:
         with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows[key]:
                 copy.write_row(row)
-    cur.execute("CREATE TEMP TABLE IF NOT EXISTS bench_terms (item_id bigint, terms text, pairs text[]) "
+    cur.execute("CREATE TEMP TABLE IF NOT EXISTS bench_terms (item_id bigint, terms text, pairs int4[]) "
                 "ON COMMIT DELETE ROWS")
     with cur.copy("COPY bench_terms (item_id, terms, pairs) FROM STDIN") as copy:
         for item_id, terms in rows["search"]:
