@@ -57,9 +57,17 @@ def stems(text: str) -> list[str]:
     return out  # type: ignore[return-value]  # every None was replaced
 
 
+def search_words(*texts: str) -> list[str]:
+    """The stems of every word of ``texts``, in order: an item's indexed words."""
+    out: list[str] = []
+    for text in texts:
+        out += stems(text)
+    return out
+
+
 def search_terms(*texts: str) -> str:
     """The indexed form of an item: its stemmed words, space separated."""
-    return " ".join(part for part in map(" ".join, map(stems, texts)) if part)
+    return " ".join(search_words(*texts))
 
 
 # Words that PostgreSQL's default parser reads as one token each, unchanged by the 'simple'
