@@ -157,7 +157,8 @@ def _copy(raw, rows: dict[str, list[tuple]]) -> None:
         for item_id, terms in rows["search"]:
             copy.write_row((item_id, terms, search_pairs(terms)))
     cur.execute("INSERT INTO items_search (item_id, terms, pairs) "
-                "SELECT item_id, v, coalesce(pairs, search_pairs(v)) FROM bench_terms, to_tsvector('simple', terms) v")
+                "SELECT item_id, v, coalesce(pairs, search_pair_hashes(v)) "
+                "FROM bench_terms, to_tsvector('simple', terms) v")
 
 
 def _executemany(raw, rows: dict[str, list[tuple]]) -> None:

@@ -22,6 +22,8 @@ from storage.search import PAIR_MULTIPLIER, fts5_terms, search_words, word_hash
 
 # One prepared line: (line number, the record or None, the reason it is bad or None).
 Prepared = tuple[int, dict[str, Any] | None, str | None]
+# Lines of a file: (its path, the number of the first line, the byte offsets where they start and end).
+Span = tuple[str, int, int, int]
 
 
 def prepare(lines: list[tuple[int, str | bytes]], backend: str, now: datetime) -> list[Prepared]:
@@ -37,6 +39,19 @@ def prepare(lines: list[tuple[int, str | bytes]], backend: str, now: datetime) -
         except (ImportLineError, ValueError, TypeError) as exc:  # JSON and UTF-8 errors are ValueErrors
             out.append((number, None, str(exc)))
     return out
+
+
+def prepare_span(span: Span, backend: str, now: datetime) -> list[Prepared]:
+    """``prepare`` of the lines of a file between two offsets (read here: a worker process gets
+    the span, not the lines), split as iterating the file in binary splits them."""
+    path, first, start, end = span
+    with open(path, "rb") as file:
+        file.seek(start)
+        data = file.read(end - start)
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()  # not a line: what follows the last line's end
+    return prepare(list(enumerate(lines, first)), backend, now)
 
 
 def prepare_record(raw: Any, to_db: Callable[[datetime], Any] | None, now: datetime) -> dict[str, Any]:

@@ -79,7 +79,7 @@ _MAX_POSITION = 16383  # to_tsvector gives every later word this position
 
 # The index of adjacent word pairs holds each pair "w1 w2" as a 32-bit hash (a GIN key of an
 # int4[] costs the server about a third of a text key's: bench/README.md), computed the same
-# way here and by the server's ``search_pairs(tsvector)`` (migration 0009): a word's hash is
+# way here and by the server's ``search_pair_hashes(tsvector)`` (migration 0009): a word's hash is
 # the first 4 bytes of the SHA-256 of its UTF-8 (big-endian, unsigned), a pair's is
 # (h1 * PAIR_MULTIPLIER + h2) mod 2**32 read as a signed int4. Two pairs of one hash only
 # widen a phrase's candidates: the tsvector's positions are checked after them.
@@ -117,7 +117,7 @@ def pair_hashes(terms: str) -> list[int] | None:
     """The hashes of the adjacent word pairs of ``terms`` (each once, ascending) for the index
     of pairs (``items_search.pairs``), which narrows a phrase to the items holding its pairs
     before its positions are checked. They equal the hashes of the pairs that the positions of
-    ``to_tsvector('simple', terms)`` give (the server's ``search_pairs(tsvector)``, which the
+    ``to_tsvector('simple', terms)`` give (the server's ``search_pair_hashes(tsvector)``, which the
     writers use when this returns None: when a word is outside the plain alphabet or a limit
     is reached, and the server's parse could differ). Every writer of ``items_search`` calls
     this (``search_pairs``) or ``storage.import_prep.search_binary``."""

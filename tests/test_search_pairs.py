@@ -107,7 +107,7 @@ def stored_pairs(url: str) -> dict[int, tuple[set[str], set[str]]]:
     """Per row: its pairs, and the pairs its tsvector's positions give (the server's function)."""
     engine = make_engine(url)
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT item_id, pairs, search_pairs(terms) FROM items_search")).all()
+        rows = conn.execute(text("SELECT item_id, pairs, search_pair_hashes(terms) FROM items_search")).all()
     engine.dispose()
     return {i: (set(p), set(s)) for i, p, s in rows}
 
@@ -132,7 +132,8 @@ def test_python_pairs_equal_the_servers_on_real_texts(pg_url: str) -> None:
     with engine.connect() as conn:
         for source, pairs in zip(texts, computed, strict=True):
             if pairs is not None:
-                ours, server = conn.execute(text("SELECT CAST(:p AS int4[]), search_pairs(to_tsvector('simple', :t))"),
+                ours, server = conn.execute(text("SELECT CAST(:p AS int4[]), "
+                                                 "search_pair_hashes(to_tsvector('simple', :t))"),
                                             {"p": pairs, "t": search_terms(source)}).one()
                 assert sorted(ours) == sorted(server), source[:80]
                 assert len(ours) == len(set(ours))

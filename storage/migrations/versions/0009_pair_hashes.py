@@ -34,8 +34,8 @@ $$
 """
 # The hashes of the pairs of the lexemes at adjacent positions of a tsvector: exactly the pairs
 # that its phrase operator (<->) can match.
-SEARCH_PAIRS = """
-CREATE FUNCTION search_pairs(v tsvector) RETURNS int4[]
+SEARCH_PAIR_HASHES = """
+CREATE OR REPLACE FUNCTION search_pair_hashes(v tsvector) RETURNS int4[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     WITH at AS (SELECT u.lexeme, p FROM unnest(v) u, unnest(u.positions) p)
     SELECT coalesce(array_agg(DISTINCT search_pair_hash(a.lexeme, b.lexeme)), '{}')
@@ -44,7 +44,7 @@ $$
 """
 # 0008's function (for the downgrade)
 TEXT_PAIRS = """
-CREATE FUNCTION search_pairs(v tsvector) RETURNS text[]
+CREATE OR REPLACE FUNCTION search_pairs(v tsvector) RETURNS text[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     WITH at AS (SELECT u.lexeme, p FROM unnest(v) u, unnest(u.positions) p)
     SELECT coalesce(array_agg(DISTINCT a.lexeme || ' ' || b.lexeme), '{}')
@@ -53,7 +53,7 @@ $$
 """
 # the stored pairs' hashes (ALTER … USING takes no subquery: a function, dropped after)
 TEXT_TO_HASHES = """
-CREATE FUNCTION search_pairs_hashed(pairs text[]) RETURNS int4[]
+CREATE OR REPLACE FUNCTION search_pairs_hashed(pairs text[]) RETURNS int4[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT coalesce(array_agg(DISTINCT search_pair_hash(split_part(p, ' ', 1), split_part(p, ' ', 2))), '{}')
     FROM unnest(pairs) p
@@ -73,8 +73,8 @@ def upgrade() -> None:
     op.execute("DROP FUNCTION search_pairs_hashed(text[])")
     # random hashes do not compress: out of line as they are (the tsvector stays in the row)
     op.execute("ALTER TABLE items_search ALTER COLUMN pairs SET STORAGE EXTERNAL")
-    op.execute("DROP FUNCTION search_pairs(tsvector)")
-    op.execute(SEARCH_PAIRS)
+    op.execute("DROP FUNCTION search_pairs(tsvector)")  # 0008's, of text pairs
+    op.execute(SEARCH_PAIR_HASHES)
     op.execute("CREATE INDEX ix_items_search_pairs ON items_search USING gin (pairs)")
 
 
@@ -82,7 +82,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         return
     op.execute("DROP INDEX ix_items_search_pairs")
-    op.execute("DROP FUNCTION search_pairs(tsvector)")
+    op.execute("DROP FUNCTION search_pair_hashes(tsvector)")
     op.execute(TEXT_PAIRS)
     op.execute("SET LOCAL maintenance_work_mem = '256MB'")
     op.execute('ALTER TABLE items_search ALTER COLUMN pairs TYPE text[] COLLATE "C" USING search_pairs(terms)')
