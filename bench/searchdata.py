@@ -151,13 +151,14 @@ def _copy(raw, rows: dict[str, list[tuple]]) -> None:
         with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows[key]:
                 copy.write_row(row)
-    cur.execute("CREATE TEMP TABLE IF NOT EXISTS bench_terms (item_id bigint, terms text, pairs text[]) "
+    cur.execute("CREATE TEMP TABLE IF NOT EXISTS bench_terms (item_id bigint, terms text, pairs int4[]) "
                 "ON COMMIT DELETE ROWS")
     with cur.copy("COPY bench_terms (item_id, terms, pairs) FROM STDIN") as copy:
         for item_id, terms in rows["search"]:
             copy.write_row((item_id, terms, search_pairs(terms)))
     cur.execute("INSERT INTO items_search (item_id, terms, pairs) "
-                "SELECT item_id, v, coalesce(pairs, search_pairs(v)) FROM bench_terms, to_tsvector('simple', terms) v")
+                "SELECT item_id, v, coalesce(pairs, search_pair_hashes(v)) "
+                "FROM bench_terms, to_tsvector('simple', terms) v")
 
 
 def _executemany(raw, rows: dict[str, list[tuple]]) -> None:

@@ -107,7 +107,7 @@ def _pg_fulltext(parsed: Query) -> Any:
     where, params = [match], dict[str, object](tsq=tsquery(parsed))
     for g, group in enumerate(narrowed):
         names = [f"pairs_{g}_{a}" for a in range(len(group))]
-        where.append("(" + " OR ".join(f"pairs @> CAST(:{n} AS text[])" for n in names) + ")")
+        where.append("(" + " OR ".join(f"pairs @> CAST(:{n} AS int4[])" for n in names) + ")")
         params.update(zip(names, group))  # noqa: B905
     return Item.id.in_(select(text("item_id")).select_from(text("items_search"))
                        .where(text(" AND ".join(where))).params(**params))

@@ -3,8 +3,8 @@ to SQLite FTS5 or PostgreSQL tsquery so both backends answer the same way."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-import struct
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -40,21 +40,34 @@ _STEMS_MAX = 200_000  # distinct words remembered (~30 MB at most); cleared when
 
 
 def stems(text: str) -> list[str]:
-    known = _STEMS
-    out = []
-    for word in words(text):
-        stem = known.get(word)
-        if stem is None:
-            if len(known) >= _STEMS_MAX:
-                known.clear()
-            stem = known[word] = _stem(word)
-        out.append(stem)
+    """The stems of ``text``'s words (each distinct word stemmed once: most are remembered)."""
+    found = words(text)
+    out: list[str | None] = list(map(_STEMS.get, found))
+    if None in out:
+        known = _STEMS
+        for at, stem in enumerate(out):
+            if stem is None:
+                word = found[at]
+                stem = known.get(word)  # earlier in this text
+                if stem is None:
+                    if len(known) >= _STEMS_MAX:
+                        known.clear()
+                    stem = known[word] = _stem(word)
+                out[at] = stem
+    return out  # type: ignore[return-value]  # every None was replaced
+
+
+def search_words(*texts: str) -> list[str]:
+    """The stems of every word of ``texts``, in order: an item's indexed words."""
+    out: list[str] = []
+    for text in texts:
+        out += stems(text)
     return out
 
 
 def search_terms(*texts: str) -> str:
     """The indexed form of an item: its stemmed words, space separated."""
-    return " ".join(s for text in texts for s in stems(text))
+    return " ".join(search_words(*texts))
 
 
 # Words that PostgreSQL's default parser reads as one token each, unchanged by the 'simple'
@@ -64,45 +77,63 @@ _NOT_PLAIN = re.compile(r"[^0-9a-z\u0430-\u044f ]")
 _MAX_WORD = 1000  # characters (to_tsvector drops words over 2,047 bytes)
 _MAX_POSITION = 16383  # to_tsvector gives every later word this position
 
+# The index of adjacent word pairs holds each pair "w1 w2" as a 32-bit hash (a GIN key of an
+# int4[] costs the server about a third of a text key's: bench/README.md), computed the same
+# way here and by the server's ``search_pair_hashes(tsvector)`` (migration 0009): a word's hash is
+# the first 4 bytes of the SHA-256 of its UTF-8 (big-endian, unsigned), a pair's is
+# (h1 * PAIR_MULTIPLIER + h2) mod 2**32 read as a signed int4. Two pairs of one hash only
+# widen a phrase's candidates: the tsvector's positions are checked after them.
+PAIR_MULTIPLIER = 1_000_003
+_MASK = 0xFFFFFFFF
+_WORD_HASHES: dict[str, int] = {}
 
-def _pairs(terms: str) -> list[str] | None:
+
+def word_hash(word: str) -> int:
+    """A word's 32-bit hash (unsigned), as the server's ``search_word_hash`` computes it."""
+    known = _WORD_HASHES.get(word)
+    if known is None:
+        if len(_WORD_HASHES) >= _STEMS_MAX:
+            _WORD_HASHES.clear()
+        known = _WORD_HASHES[word] = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big")
+    return known
+
+
+def pair_hash(first: str, second: str) -> int:
+    """The int4 key of the pair "first second" in ``items_search.pairs``."""
+    value = (word_hash(first) * PAIR_MULTIPLIER + word_hash(second)) & _MASK
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _plain_words(terms: str) -> list[str] | None:
     if _NOT_PLAIN.search(terms) is not None:
         return None
     words = terms.split()
     if len(words) > _MAX_POSITION or (words and max(map(len, words)) > _MAX_WORD):
         return None
-    return list(dict.fromkeys(map(" ".join, zip(words, words[1:]))))  # noqa: B905
+    return words
+
+
+def pair_hashes(terms: str) -> list[int] | None:
+    """The hashes of the adjacent word pairs of ``terms`` (each once, ascending) for the index
+    of pairs (``items_search.pairs``), which narrows a phrase to the items holding its pairs
+    before its positions are checked. They equal the hashes of the pairs that the positions of
+    ``to_tsvector('simple', terms)`` give (the server's ``search_pair_hashes(tsvector)``, which the
+    writers use when this returns None: when a word is outside the plain alphabet or a limit
+    is reached, and the server's parse could differ). Every writer of ``items_search`` calls
+    this (``search_pairs``) or ``storage.import_prep.search_binary``."""
+    words = _plain_words(terms)
+    if words is None:
+        return None
+    hashes = [word_hash(w) for w in words]
+    pairs = {(a * PAIR_MULTIPLIER + b) & _MASK for a, b in zip(hashes, hashes[1:])}  # noqa: B905
+    return sorted(p - (1 << 32) if p >= 1 << 31 else p for p in pairs)
 
 
 def search_pairs(terms: str) -> str | None:
-    """The adjacent word pairs of ``terms`` ("w1 w2", each once) as a PostgreSQL ``text[]``
-    literal, for its index of pairs (``items_search.pairs``), which narrows a phrase to the
-    items holding its pairs before its positions are checked. They equal the pairs that the
-    positions of ``to_tsvector('simple', terms)`` give (the server's ``search_pairs(tsvector)``,
-    which the writers use when this returns None: when a word is outside the plain alphabet or
-    a limit is reached, and the server's parse could differ). Computed here so imports need not
-    parse on the server; every writer of ``items_search`` calls this (or ``search_pairs_binary``).
-    A literal, not a list: the driver adapts a list of a few hundred strings 6× slower than a
-    whole import row (plain words need no escaping)."""
-    pairs = _pairs(terms)
-    if pairs is None:
-        return None
-    return '{"' + '","'.join(pairs) + '"}' if pairs else "{}"
-
-
-_TEXT_OID = 25
-
-
-def search_pairs_binary(terms: str) -> bytes | None:
-    """``search_pairs`` in PostgreSQL's binary format of a ``text[]`` (for ``COPY … BINARY``)."""
-    pairs = _pairs(terms)
-    if pairs is None:
-        return None
-    if not pairs:
-        return struct.pack("!iiI", 0, 0, _TEXT_OID)
-    encoded = [p.encode() for p in pairs]
-    return b"".join([struct.pack("!iiIii", 1, 0, _TEXT_OID, len(encoded), 1),
-                     *[struct.pack("!i", len(e)) + e for e in encoded]])
+    """``pair_hashes`` as a PostgreSQL ``int4[]`` literal (the driver adapts a list of a few
+    hundred values several times slower than a literal)."""
+    pairs = pair_hashes(terms)
+    return None if pairs is None else "{" + ",".join(map(str, pairs)) + "}"
 
 
 @dataclass
@@ -194,16 +225,15 @@ def tsquery(query: Query) -> str | None:
     return " & ".join(parts) or None
 
 
-def phrase_pairs(query: Query) -> list[list[list[str]]]:
+def phrase_pairs(query: Query) -> list[list[list[int]]]:
     """What ``items_search.pairs`` must hold for ``query`` to match: for each positive group
     whose every alternative is a phrase of plain words (a single word or another alphabet
-    narrows nothing), the pairs of each alternative (a row holds all of one alternative's)."""
+    narrows nothing), the pair hashes of each alternative (a row holds all of one
+    alternative's)."""
     out = []
     for group in query.groups:
-        pairs = [[f"{a} {b}" for a, b in zip(p, p[1:])] for p in group]  # noqa: B905
-        if all(p and not _NOT_PLAIN.search(" ".join(a)) and max(map(len, a)) <= _MAX_WORD
-               for p, a in zip(pairs, group)):  # noqa: B905
-            out.append([list(dict.fromkeys(p)) for p in pairs])
+        if all(len(p) > 1 and _plain_words(" ".join(p)) is not None for p in group):
+            out.append([sorted({pair_hash(a, b) for a, b in zip(p, p[1:])}) for p in group])  # noqa: B905
     return out
 
 

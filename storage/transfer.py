@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import mmap
 import multiprocessing
 import os
+import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -22,7 +24,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from storage.import_prep import Prepared, copy_binary_search, prepare
+from storage.import_prep import Prepared, Span, copy_binary_search, prepare, prepare_span
 from storage.models import Item, ItemSource, ItemVersion, Match, Source, Story
 from storage.serialize import item_dict, raw_body, version_dict
 from storage.writes import index_item, index_items
@@ -151,29 +153,35 @@ class Importer:
     def feed(self, lines: Iterable[str | bytes], chunk: int = CHUNK, parallel: bool | None = None) -> ImportReport:
         """Import every line (numbered from 1; UTF-8 bytes or text), committing every ``chunk`` records.
         ``parallel``: prepare lines in a worker process (default: when there is more than one
-        chunk); the database contents are the same either way."""
-        chunks = _line_chunks(lines, chunk)
+        chunk); the database contents are the same either way. From a regular file opened in
+        binary, this process only finds where each chunk's lines begin and end: whoever
+        prepares a chunk reads its lines from the file itself (``import_prep.prepare_span``), so
+        the texts are not sent to the worker and back."""
+        spans = _file_spans(lines, chunk)
+        chunks: Iterator[Chunk] = ((prepare_span, s) for s in spans) if spans is not None else \
+            ((prepare, part) for part in _line_chunks(lines, chunk))
         head = list(itertools.islice(chunks, 2))
         if parallel is None:
             parallel = len(head) > 1
         if parallel:
             self._feed_parallel(itertools.chain(head, chunks))
         else:
-            for part in itertools.chain(head, chunks):
-                self._write(prepare(part, self._backend(), self.now))
+            for how, part in itertools.chain(head, chunks):
+                self._write(how(part, self._backend(), self.now))
         self.report.errors.sort()
         return self.report
 
-    def _feed_parallel(self, chunks: Iterator[Lines]) -> None:
+    def _feed_parallel(self, chunks: Iterator[Chunk]) -> None:
         job = (self._backend(), self.now)
         # spawn: the worker inherits no database connection (a forked copy could close it)
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
-            first = next(chunks, [])
-            pending = deque((part, _submit(pool, part, job)) for part in itertools.islice(chunks, AHEAD))
-            self._write(prepare(first, *job))  # here, while the worker starts
-            for part in chunks:
-                pending.append((part, _submit(pool, part, job)))
+            first = next(chunks, None)
+            pending = deque((task, _submit(pool, task, job)) for task in itertools.islice(chunks, AHEAD))
+            if first is not None:
+                self._write(first[0](first[1], *job))  # here, while the worker starts
+            for task in chunks:
+                pending.append((task, _submit(pool, task, job)))
                 self._write(_prepared(*pending.popleft(), job))
             while pending:
                 self._write(_prepared(*pending.popleft(), job))
@@ -419,6 +427,7 @@ class Importer:
 
 
 Lines = list[tuple[int, str | bytes]]
+Chunk = tuple[Callable[..., list[Prepared]], Any]  # how to prepare it (prepare or prepare_span), and what
 
 
 def _watch_parent(parent: int) -> None:
@@ -431,14 +440,14 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _submit(pool: ProcessPoolExecutor, part: Lines, job: tuple[str, datetime]) -> Future[list[Prepared]] | None:
+def _submit(pool: ProcessPoolExecutor, task: Chunk, job: tuple[str, datetime]) -> Future[list[Prepared]] | None:
     try:
-        return pool.submit(prepare, part, *job)
+        return pool.submit(task[0], task[1], *job)
     except BrokenProcessPool:
         return None
 
 
-def _prepared(part: Lines, future: Future[list[Prepared]] | None, job: tuple[str, datetime]) -> list[Prepared]:
+def _prepared(task: Chunk, future: Future[list[Prepared]] | None, job: tuple[str, datetime]) -> list[Prepared]:
     """The worker's result, or the chunk prepared here when the worker could not run (a
     script that starts the import without an ``if __name__ == "__main__"`` guard)."""
     if future is not None:
@@ -446,7 +455,43 @@ def _prepared(part: Lines, future: Future[list[Prepared]] | None, job: tuple[str
             return future.result()
         except BrokenProcessPool:
             pass
-    return prepare(part, *job)
+    return task[0](task[1], *job)
+
+
+def _file_spans(lines: Iterable[str | bytes], size: int) -> Iterator[Span] | None:
+    """The chunks of ``size`` lines of ``lines`` as spans of its file, when ``lines`` is a
+    regular file opened in binary (from where it is now); else None (stdin, a pipe, text, a list)."""
+    name, mode = getattr(lines, "name", None), getattr(lines, "mode", "")
+    fileno = getattr(lines, "fileno", None)
+    if not isinstance(name, str | os.PathLike) or "b" not in str(mode) or fileno is None:
+        return None
+    try:
+        name = os.fspath(name)
+        opened, named = os.fstat(fileno()), os.stat(name)
+        start = lines.tell()  # type: ignore[attr-defined]  # a file object with a name and a fileno
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        return None
+    return _spans(os.path.abspath(name), fileno(), start, size)
+
+
+def _spans(path: str, fileno: int, start: int, size: int) -> Iterator[Span]:
+    """(path, number of the first line, start, end) of each ``size`` lines from ``start``,
+    lines ending as a binary file's iteration ends them (after b"\\n", or at the end)."""
+    end_of_file = os.fstat(fileno).st_size
+    if start >= end_of_file:
+        return
+    with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as view:
+        number, at = 1, start
+        while at < end_of_file:
+            end, count = at, 0
+            while count < size and end < end_of_file:
+                newline = view.find(b"\n", end)
+                end = end_of_file if newline < 0 else newline + 1
+                count += 1
+            yield path, number, at, end
+            number, at = number + count, end
 
 
 def _line_chunks(lines: Iterable[str | bytes], size: int) -> Iterator[Lines]:

@@ -399,7 +399,7 @@ def index_items(session: Session, rows: Sequence[tuple[int, str]], *, fresh: boo
     else:  # the pairs of a text search_pairs cannot vouch for come from the server's tsvector
         session.execute(text(
             "INSERT INTO items_search(item_id, terms, pairs) SELECT :id, v, "
-            "coalesce(CAST(:p AS text[]), search_pairs(v)) FROM to_tsvector('simple', :t) v "
+            "coalesce(CAST(:p AS int4[]), search_pair_hashes(v)) FROM to_tsvector('simple', :t) v "
             "ON CONFLICT (item_id) DO UPDATE SET terms = excluded.terms, pairs = excluded.pairs"),
             [{"id": i, "t": terms, "p": search_pairs(terms)} for i, terms in rows])
 

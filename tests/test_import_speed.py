@@ -4,6 +4,7 @@ chunk leaves whole chunks only, and importing the file again completes it. Both 
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -121,6 +122,32 @@ def test_lines_prepared_in_a_worker_process_give_the_same_database(db_url: str, 
     _, third = run_import(db_url, data, chunk=6, parallel=True)
     assert (third.items_new, third.versions_new, third.unchanged) == (0, 0, 39)
     assert dump(db_url) == first
+
+
+class _Unread(io.BufferedReader):
+    """A file whose lines cannot be read through it: only its name, offset and descriptor."""
+
+    def _refuse(self, *args: Any) -> Any:
+        raise AssertionError("the importing process read the file's lines")
+
+    __iter__ = __next__ = read = readline = readlines = read1 = readinto = _refuse
+
+
+def test_a_file_is_read_by_whoever_prepares_each_chunk(db_url: str, second_url: str, tmp_path: Path) -> None:
+    """From a file, the importing process sends the worker spans of it, not its lines (nor does
+    it read them itself): the database is the one the lines give, blank and bad lines numbered
+    alike, a last line without its newline included."""
+    data = lines()
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(("\r\n".join(data[:10]) + "\n" + "\n".join(data[10:])).encode())  # no final newline
+    with _Unread(io.FileIO(path, "rb")) as file:
+        _, report = run_import(db_url, file, chunk=6, parallel=True)  # type: ignore[arg-type]
+    _, expected = run_import(second_url, data, chunk=6, parallel=True)
+    assert report == expected and [n for n, _ in report.errors] == [8]
+    assert dump(db_url) == dump(second_url)
+    with path.open("rb") as file:  # again, through the usual file object: nothing changes
+        _, again = run_import(db_url, file, chunk=6)
+    assert (again.items_new, again.versions_new, again.unchanged) == (0, 0, 39)
 
 
 def test_bulk_search_rows_equal_those_of_the_write_path(db_url: str) -> None:

@@ -14,9 +14,10 @@ from alembic import command
 from sqlalchemy import text
 
 from storage.db import _alembic_config, make_engine, make_session_factory, upgrade
+from storage.import_prep import search_binary
 from storage.queries import SearchFilter, iter_search, search_items
 from storage.repository import ItemWrite, SourceRow, sync_sources
-from storage.search import parse_query, phrase_pairs, search_pairs, search_terms
+from storage.search import pair_hash, pair_hashes, parse_query, phrase_pairs, search_pairs, search_terms
 from storage.transfer import Importer
 from storage.writes import save_items
 from tests.test_import_speed import ODD, REAL
@@ -106,7 +107,7 @@ def stored_pairs(url: str) -> dict[int, tuple[set[str], set[str]]]:
     """Per row: its pairs, and the pairs its tsvector's positions give (the server's function)."""
     engine = make_engine(url)
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT item_id, pairs, search_pairs(terms) FROM items_search")).all()
+        rows = conn.execute(text("SELECT item_id, pairs, search_pair_hashes(terms) FROM items_search")).all()
     engine.dispose()
     return {i: (set(p), set(s)) for i, p, s in rows}
 
@@ -119,7 +120,7 @@ def test_phrases_find_what_they_found_without_pairs(db_url: str, writer: str) ->
         pairs = stored_pairs(db_url)
         assert len(pairs) == len(TEXTS)
         for held, from_positions in pairs.values():  # a superset only where a word repeats > 255 times
-            assert held >= from_positions and (held == from_positions or "повтор повтор" in held)
+            assert held >= from_positions and (held == from_positions or pair_hash("повтор", "повтор") in held)
 
 
 def test_python_pairs_equal_the_servers_on_real_texts(pg_url: str) -> None:
@@ -131,7 +132,8 @@ def test_python_pairs_equal_the_servers_on_real_texts(pg_url: str) -> None:
     with engine.connect() as conn:
         for source, pairs in zip(texts, computed, strict=True):
             if pairs is not None:
-                ours, server = conn.execute(text("SELECT CAST(:p AS text[]), search_pairs(to_tsvector('simple', :t))"),
+                ours, server = conn.execute(text("SELECT CAST(:p AS int4[]), "
+                                                 "search_pair_hashes(to_tsvector('simple', :t))"),
                                             {"p": pairs, "t": search_terms(source)}).one()
                 assert sorted(ours) == sorted(server), source[:80]
                 assert len(ours) == len(set(ours))
@@ -140,7 +142,8 @@ def test_python_pairs_equal_the_servers_on_real_texts(pg_url: str) -> None:
 
 def test_only_phrases_of_plain_words_are_narrowed() -> None:
     assert phrase_pairs(parse_query('"мерами доверия в Азии" OR "industrial ports" министр')) == [
-        [["мер довер", "довер в", "в аз"], ["industri port"]]]
+        [sorted([pair_hash("мер", "довер"), pair_hash("довер", "в"), pair_hash("в", "аз")]),
+         [pair_hash("industri", "port")]]]
     assert phrase_pairs(parse_query('"мерам доверия" OR министр')) == []  # a word narrows nothing
     assert phrase_pairs(parse_query('"Қазақстан Республикасы" "foo_bar baz" -"мерам доверия"')) == []
 
@@ -160,4 +163,92 @@ def test_the_migration_fills_the_pairs_of_an_existing_database(pg_url: str) -> N
     engine.dispose()
     pairs = stored_pairs(pg_url)
     assert len(pairs) == len(TEXTS) and all(held == positions for held, positions in pairs.values())
+    assert_same_as_without_pairs(pg_url)
+
+
+def test_the_import_computes_the_pair_hashes_of_the_write_path() -> None:
+    texts = [*REAL, *TEXTS[:6], "", "одно", "2026 g20 1st e5", "а б а б а"]
+    plain = 0
+    for source in texts:
+        terms = search_terms(source)
+        binary = search_binary(terms)
+        assert (binary is None) == (pair_hashes(terms) is None), source[:80]
+        if binary is None:  # another alphabet: the server takes the pairs from its tsvector
+            continue
+        plain += 1
+        array = binary[1]  # int4[] in binary: ndim, flags, oid, [length, lower bound], then (4, value)...
+        count = int.from_bytes(array[12:16], "big") if len(array) > 12 else 0
+        values = [int.from_bytes(array[20 + 8 * n + 4:20 + 8 * n + 8], "big", signed=True) for n in range(count)]
+        assert values == sorted(values, key=lambda v: v & 0xFFFFFFFF) and len(set(values)) == count
+        assert sorted(values) == pair_hashes(terms), source[:80]
+    assert plain >= 120
+    assert search_pairs(search_terms("мерам доверия")) == "{" + str(pair_hash("мер", "довер")) + "}"
+
+
+def colliding_words() -> tuple[str, str]:
+    """Two plain words whose 32-bit hashes are equal (so are the hashes of their pairs with any
+    next word)."""
+    from storage.search import word_hash
+
+    seen: dict[int, str] = {}
+    n = 0
+    while True:
+        word = f"w{n}"
+        other = seen.setdefault(word_hash(word), word)
+        if other != word:
+            return other, word
+        n += 1
+
+
+def test_a_hash_shared_by_two_pairs_only_widens_the_candidates(db_url: str) -> None:
+    first, second = colliding_words()
+    assert search_terms(f"{first} {second} conference") == f"{first} {second} confer"
+    assert pair_hash(first, "confer") == pair_hash(second, "confer") and first != second
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        sync_sources(session, [SourceRow("mid", "feed", "https://mid.example/rss")], NOW)
+    bodies = [f"the {first} conference opened", f"the {second} conference opened", f"{first} and {second}"]
+    items = [ItemWrite(source_id="mid", url=f"https://mid.example/c/{n}", canonical_url=f"https://mid.example/c/{n}",
+                       guid=f"c{n}", title=f"Collision {n}", text=body, content_hash=f"sha256:c{n}", fetched_at=NOW,
+                       published_at=NOW, matches=[], language="en") for n, body in enumerate(bodies)]
+    with sessions.begin() as session:
+        save_items(session, items, now=NOW)
+    with sessions() as session:
+        for n, word in enumerate((first, second)):
+            found = [i["title"] for i in search_items(session, SearchFilter(query=f'"{word} conference"'))]
+            assert found == [f"Collision {n}"]
+            assert reference(session, f'"{word} conference"') == [i["id"] for i in search_items(
+                session, SearchFilter(query=f'"{word} conference"'))]
+        if db_url.startswith("postgresql"):  # both rows hold the shared key: the index found both
+            shared = session.execute(text("SELECT count(*) FROM items_search WHERE pairs @> ARRAY[:h]"),
+                                     {"h": pair_hash(first, "confer")}).scalar()
+            assert shared == 2
+    engine.dispose()
+
+
+def test_the_migration_hashes_the_text_pairs_of_a_database_of_0008(pg_url: str) -> None:
+    store(pg_url, "import")
+    engine = make_engine(pg_url)
+    with engine.begin() as connection:
+        config = _alembic_config(engine)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0008_search_pairs")
+    column_type = ("SELECT data_type || ':' || udt_name FROM information_schema.columns "
+                   "WHERE table_name = 'items_search' AND column_name = 'pairs'")
+    with engine.connect() as conn:
+        assert conn.execute(text(column_type)).scalar() == "ARRAY:_text"
+        texts = {i: set(p) for i, p in conn.execute(text("SELECT item_id, pairs FROM items_search"))}
+    assert any("мер довер" in pairs for pairs in texts.values())
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text(column_type)).scalar() == "ARRAY:_int4"
+        storage = conn.execute(text("SELECT attstorage FROM pg_attribute WHERE attrelid = 'items_search'::regclass "
+                                    "AND attname = 'pairs'")).scalar()
+        assert storage == "e"  # external: random hashes are not compressed
+    engine.dispose()
+    hashed = stored_pairs(pg_url)
+    assert {i: held for i, (held, _) in hashed.items()} == {
+        i: {pair_hash(*p.split(" ")) for p in pairs} for i, pairs in texts.items()}
+    assert all(held == positions for held, positions in hashed.values())
     assert_same_as_without_pairs(pg_url)
