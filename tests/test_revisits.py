@@ -553,3 +553,36 @@ def test_revisits_skip_the_scheduler_but_keep_politeness_robots_ssrf_and_size(
     assert [r.done for r in revisits] == [1] * 8  # refused or failed revisits move on too
     assert all(len(v) == 1 for v in versions) and not any(i.removed for i in items)
     assert [len(site.requests(p)) for p in pages] == [2] * 8
+
+
+def test_revisits_stop_at_the_rounds_deadline(site: Site, db_url: str) -> None:
+    """Revisits sent straight to the downloader stop when the round closes at its deadline (as
+    scheduled requests are dropped then): the round ends on its own, the rest stay due."""
+    feed, pages = publish(site, 4)
+
+    def slow_revisit(request: Handler) -> None:
+        if site.count(f"slow{request.path}") > 1:  # the first fetch is quick, a revisit slow
+            time.sleep(2.0)
+        request.send_bytes(article_html(BODY), "text/html; charset=utf-8")
+
+    for page in pages:
+        site.handle(page, slow_revisit)
+    config = build_config({
+        "storage": {"url": db_url},
+        "sources": [{"id": "mfa", "url": site.url(feed), "allow_private": True, "language": "ru"}],
+        "crawl": {"timeout": "5s", "interval": "10m", "revisit": ["1s", "1h"], "jitter": 0,
+                  "concurrency_per_host": 1}}, {})
+    engine = make_engine(db_url)
+    with make_session_factory(engine).begin() as session:
+        sync_sources(session, [SourceRow(id="mfa", kind="feed", url=site.url(feed))], now=datetime.now(UTC))
+    engine.dispose()
+    crawl(config)
+    items, _, _, _ = state(db_url)
+    wait_until(min(i.first_seen_at for i in items) + timedelta(seconds=1.5))
+    started = time.monotonic()
+    report = crawl_round(config, None, timeout=8)  # the spider closes 3 s in (CLOSE_MARGIN 5 s)
+    assert not report.timed_out and time.monotonic() - started < 8
+    revisited = [len(site.requests(p)) - 1 for p in pages]  # one at a time, 2 s each, then closed
+    assert set(revisited) <= {0, 1} and 1 <= sum(revisited) <= 2, revisited
+    (event,) = report.sources  # the poll ran out of time; its revisits not sent stay due
+    assert event.error_class == "timeout"

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
-BACKOUT_PAUSE = 0.05  # seconds between looks at a downloader that is full (CONCURRENT_REQUESTS)
+BACKOUT_PAUSE = 0.05  # seconds between looks at an engine that sends nothing now
 
 
 class DirectRequests:
@@ -30,8 +30,9 @@ class DirectRequests:
 
     Politeness is the downloader's, as for scheduled requests: a host's requests wait in its
     download slot (its concurrency, its AutoThrottle delay), and no request is started while
-    the downloader holds CONCURRENT_REQUESTS requests (the engine's own rule for scheduled
-    ones). A host gets as many workers as its slot's concurrency, so hosts go on side by side
+    the engine backs out (``needs_backout``: the downloader holds CONCURRENT_REQUESTS requests,
+    the scraper is full, or the spider is closing at the round's deadline), the engine's own
+    rule for scheduled ones. A host gets as many workers as its slot's concurrency, so hosts go on side by side
     and one slow host does not hold the others' requests. The UrlLengthMiddleware's limit
     (URLLENGTH_LIMIT), a spider middleware, is applied here: a longer URL fails at once."""
 
@@ -66,7 +67,7 @@ class DirectRequests:
         """One request, through to its callback or errback."""
         engine = self.crawler.engine
         assert engine is not None
-        while engine.downloader.needs_backout():
+        while engine.needs_backout():  # full, or closing (the round's deadline): then never
             await asyncio.sleep(BACKOUT_PAUSE)
         try:
             if self.max_url and len(request.url) > self.max_url:
