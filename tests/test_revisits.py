@@ -475,3 +475,114 @@ def test_a_304_lowers_the_autothrottle_delay_as_a_200_does() -> None:
     assert slot.delay == 1.0  # a slow answer raises it, whatever its status
     assert "crawler.downloader.ConditionalAutoThrottle" in BASE_SETTINGS["EXTENSIONS"]
     assert BASE_SETTINGS["EXTENSIONS"]["scrapy.extensions.throttle.AutoThrottle"] is None
+
+
+# Loaded by the crawl process (PYTHONPATH): records the URL of every request that reaches
+# Scrapy's scheduler in the file $NEWSMON_TEST_SCHEDULED.
+SCHEDULER_SPY = """
+import os
+from scrapy.core.scheduler import Scheduler
+
+_enqueue = Scheduler.enqueue_request
+
+def enqueue_request(self, request):
+    with open(os.environ["NEWSMON_TEST_SCHEDULED"], "a", encoding="utf-8") as out:
+        out.write(request.url + "\\n")
+    return _enqueue(self, request)
+
+Scheduler.enqueue_request = enqueue_request
+"""
+
+
+def test_revisits_skip_the_scheduler_but_keep_politeness_robots_ssrf_and_size(
+        site: Site, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Revisits go straight to the downloader (crawler.spiders.direct), not through the
+    scheduler and the spider middlewares; every rule of the downloader still holds for them:
+    one request at a time to a host that allows one, robots.txt on a redirect's target, the
+    SSRF guard on a redirect to another loopback host, the response size limit."""
+    feed, pages = publish(site, 8)
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow(request: Handler) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        request.send_bytes(article_html(BODY), "text/html; charset=utf-8")
+
+    for page in pages:
+        site.handle(page, slow)
+    config = build_config({
+        "storage": {"url": db_url},
+        "sources": [{"id": "mfa", "url": site.url(feed), "allow_private": True, "language": "ru"}],
+        "crawl": {"timeout": "5s", "interval": "10m", "revisit": ["1s", "1h"], "jitter": 0,
+                  "concurrency_per_host": 1, "max_response_size": "50KB"}}, {})
+    engine = make_engine(db_url)
+    with make_session_factory(engine).begin() as session:
+        sync_sources(session, [SourceRow(id="mfa", kind="feed", url=site.url(feed))], now=datetime.now(UTC))
+    engine.dispose()
+    crawl(config)
+    items, _, _, _ = state(db_url)
+    assert len(items) == 8
+
+    private = site.unique("/private/moved")  # disallowed by the site's robots.txt
+    site.set(private, article_html(BODY), "text/html; charset=utf-8")
+    site.set(pages[0], b"", "text/html", status=302, headers={"Location": site.url(private)})
+    elsewhere = site.url("/internal").replace("127.0.0.1", "127.0.0.2")  # not the source's host
+    site.set(pages[1], b"", "text/html", status=302, headers={"Location": elsewhere})
+    site.set(pages[2], article_html(BODY * 400), "text/html; charset=utf-8")  # ~200 KB
+    peak[0] = 0
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(SCHEDULER_SPY)
+    scheduled = tmp_path / "scheduled.txt"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(spy), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("NEWSMON_TEST_SCHEDULED", str(scheduled))
+    wait_until(min(i.first_seen_at for i in items) + timedelta(seconds=1.5))
+    report = crawl_round(config, None, timeout=60)
+
+    (event,) = report.sources
+    assert event.outcome == "error" and event.error_class == "ssrf"  # the redirect to 127.0.0.2
+    assert site.requests(private) == []  # robots.txt held for the redirect's target
+    assert scheduled.read_text().splitlines() == [site.url(feed)]  # only the feed was scheduled
+    assert peak[0] == 1  # one request at a time, as the host allows
+    items, versions, _, revisits = state(db_url)
+    assert [r.done for r in revisits] == [1] * 8  # refused or failed revisits move on too
+    assert all(len(v) == 1 for v in versions) and not any(i.removed for i in items)
+    assert [len(site.requests(p)) for p in pages] == [2] * 8
+
+
+def test_revisits_stop_at_the_rounds_deadline(site: Site, db_url: str) -> None:
+    """Revisits sent straight to the downloader stop when the round closes at its deadline (as
+    scheduled requests are dropped then): the round ends on its own, the rest stay due."""
+    feed, pages = publish(site, 4)
+
+    def slow_revisit(request: Handler) -> None:
+        if site.count(f"slow{request.path}") > 1:  # the first fetch is quick, a revisit slow
+            time.sleep(2.0)
+        request.send_bytes(article_html(BODY), "text/html; charset=utf-8")
+
+    for page in pages:
+        site.handle(page, slow_revisit)
+    config = build_config({
+        "storage": {"url": db_url},
+        "sources": [{"id": "mfa", "url": site.url(feed), "allow_private": True, "language": "ru"}],
+        "crawl": {"timeout": "5s", "interval": "10m", "revisit": ["1s", "1h"], "jitter": 0,
+                  "concurrency_per_host": 1}}, {})
+    engine = make_engine(db_url)
+    with make_session_factory(engine).begin() as session:
+        sync_sources(session, [SourceRow(id="mfa", kind="feed", url=site.url(feed))], now=datetime.now(UTC))
+    engine.dispose()
+    crawl(config)
+    items, _, _, _ = state(db_url)
+    wait_until(min(i.first_seen_at for i in items) + timedelta(seconds=1.5))
+    started = time.monotonic()
+    report = crawl_round(config, None, timeout=8)  # the spider closes 3 s in (CLOSE_MARGIN 5 s)
+    assert not report.timed_out and time.monotonic() - started < 8
+    revisited = [len(site.requests(p)) - 1 for p in pages]  # one at a time, 2 s each, then closed
+    assert set(revisited) <= {0, 1} and 1 <= sum(revisited) <= 2, revisited
+    (event,) = report.sources  # the poll ran out of time; its revisits not sent stay due
+    assert event.error_class == "timeout"

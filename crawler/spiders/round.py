@@ -25,6 +25,7 @@ from crawler.policy import Hints, max_age_seconds, retry_after_seconds
 from crawler.polls import RoundContext, SourcePoll, body_hash
 from crawler.rendering import parsing_spec, render_meta
 from crawler.revisits import GONE_STATUSES, judge, page_fingerprint, removal_redirect, title_key
+from crawler.spiders.direct import DirectRequests
 from crawler.spiders.kinds import entry_fragment, is_empty_listing, parse_document
 from crawler.text import clean_text
 from crawler.urls import canonical_url, is_http_url
@@ -69,6 +70,8 @@ class RoundSpider(scrapy.Spider):
     # -- start -------------------------------------------------------------------------------
 
     async def start(self) -> AsyncIterator[Request]:
+        """The polls' document requests, then the round's revisits, sent straight to the
+        downloader (crawler.spiders.direct): the crawl is not idle while they run."""
         polls = self.ledger.open(self.context.job.sources)
         claims = self._claim_revisits(polls)
         # Every request of a poll is counted before any is sent: a poll is over when its
@@ -77,8 +80,8 @@ class RoundSpider(scrapy.Spider):
                     for claim in claims.get(poll.spec.id, ())]
         for poll in polls:
             yield self.document_request(poll)
-        for request in revisits:
-            yield request
+        if revisits:
+            await DirectRequests(self.crawler).run(revisits)
 
     def document_request(self, poll: SourcePoll) -> Request:
         spec = poll.spec
