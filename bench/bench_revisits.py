@@ -37,9 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import Engine, func, select  # noqa: E402
 
-from scheduler.config import build_config  # noqa: E402
+from scheduler.config import AppConfig, build_config  # noqa: E402
 from scheduler.runner import crawl_round  # noqa: E402
 from storage.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from storage.models import Item, ItemVersion, Revisit  # noqa: E402
@@ -145,6 +145,21 @@ def make_due(url: str) -> int:
     return int(count or 0)
 
 
+def bench_database(url: str, urls: list[str], round_timeout: str) -> tuple[Engine, AppConfig]:
+    """A migrated database at ``url`` with one source a feed (revisits 1h, 6h, 1d), and its config."""
+    engine = make_engine(url)
+    upgrade(engine)
+    config = build_config({
+        "storage": {"url": url},
+        "sources": [{"id": f"s{n}", "url": u, "allow_private": True, "language": "ru"}
+                    for n, u in enumerate(urls)],
+        "crawl": {"timeout": "30s", "revisit": ["1h", "6h", "1d"], "jitter": 0},
+        "daemon": {"round_timeout": round_timeout}}, {})
+    with make_session_factory(engine).begin() as session:
+        sync_sources(session, [SourceRow(s.id, s.kind, s.url) for s in config.sources], datetime.now(UTC))
+    return engine, config
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--feeds", type=int, default=20)
@@ -155,16 +170,7 @@ def main() -> int:
     pages = args.feeds * args.items
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        engine = make_engine(url)
-        upgrade(engine)
-        config = build_config({
-            "storage": {"url": url},
-            "sources": [{"id": f"s{n}", "url": u, "allow_private": True, "language": "ru"}
-                        for n, u in enumerate(urls)],
-            "crawl": {"timeout": "30s", "revisit": ["1h", "6h", "1d"], "jitter": 0},
-            "daemon": {"round_timeout": "10m"}}, {})
-        with make_session_factory(engine).begin() as session:
-            sync_sources(session, [SourceRow(s.id, s.kind, s.url) for s in config.sources], datetime.now(UTC))
+        engine, config = bench_database(url, urls, "10m")
 
         profile_dir = Path(tmp) / "profile"
 

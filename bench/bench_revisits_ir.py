@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,6 @@ sys.path.insert(0, str(HERE))
 import bench_revisits as br  # noqa: E402
 
 import scheduler.runner as runner  # noqa: E402
-from scheduler.config import build_config  # noqa: E402
-from storage.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from storage.repository import SourceRow, sync_sources  # noqa: E402
 
 
 class Counted:
@@ -88,16 +84,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         url = f"sqlite:///{db}"
-        engine = make_engine(url)
-        upgrade(engine)
-        config = build_config({
-            "storage": {"url": url},
-            "sources": [{"id": f"s{n}", "url": u, "allow_private": True, "language": "ru"}
-                        for n, u in enumerate(urls)],
-            "crawl": {"timeout": "30s", "revisit": ["1h", "6h", "1d"], "jitter": 0},
-            "daemon": {"round_timeout": "60m"}}, {})
-        with make_session_factory(engine).begin() as session:
-            sync_sources(session, [SourceRow(s.id, s.kind, s.url) for s in config.sources], datetime.now(UTC))
+        engine, config = br.bench_database(url, urls, "60m")
         engine.dispose()
         counted = Counted(Path(tmp))
         runner._spawn = counted.spawn  # type: ignore[assignment]  # the bench's own spawner

@@ -494,6 +494,22 @@ Scheduler.enqueue_request = enqueue_request
 """
 
 
+def first_poll_one_at_a_time(site: Site, feed: str, db_url: str, **crawl_keys: str) -> AppConfig:
+    """The config of one feed source with revisits 1 s and 1 h after first seen, one request at a
+    time to the host; the source synced and polled once."""
+    config = build_config({
+        "storage": {"url": db_url},
+        "sources": [{"id": "mfa", "url": site.url(feed), "allow_private": True, "language": "ru"}],
+        "crawl": {"timeout": "5s", "interval": "10m", "revisit": ["1s", "1h"], "jitter": 0,
+                  "concurrency_per_host": 1, **crawl_keys}}, {})
+    engine = make_engine(db_url)
+    with make_session_factory(engine).begin() as session:
+        sync_sources(session, [SourceRow(id="mfa", kind="feed", url=site.url(feed))], now=datetime.now(UTC))
+    engine.dispose()
+    crawl(config)
+    return config
+
+
 def test_revisits_skip_the_scheduler_but_keep_politeness_robots_ssrf_and_size(
         site: Site, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Revisits go straight to the downloader (crawler.spiders.direct), not through the
@@ -515,16 +531,7 @@ def test_revisits_skip_the_scheduler_but_keep_politeness_robots_ssrf_and_size(
 
     for page in pages:
         site.handle(page, slow)
-    config = build_config({
-        "storage": {"url": db_url},
-        "sources": [{"id": "mfa", "url": site.url(feed), "allow_private": True, "language": "ru"}],
-        "crawl": {"timeout": "5s", "interval": "10m", "revisit": ["1s", "1h"], "jitter": 0,
-                  "concurrency_per_host": 1, "max_response_size": "50KB"}}, {})
-    engine = make_engine(db_url)
-    with make_session_factory(engine).begin() as session:
-        sync_sources(session, [SourceRow(id="mfa", kind="feed", url=site.url(feed))], now=datetime.now(UTC))
-    engine.dispose()
-    crawl(config)
+    config = first_poll_one_at_a_time(site, feed, db_url, max_response_size="50KB")
     items, _, _, _ = state(db_url)
     assert len(items) == 8
 
@@ -567,16 +574,7 @@ def test_revisits_stop_at_the_rounds_deadline(site: Site, db_url: str) -> None:
 
     for page in pages:
         site.handle(page, slow_revisit)
-    config = build_config({
-        "storage": {"url": db_url},
-        "sources": [{"id": "mfa", "url": site.url(feed), "allow_private": True, "language": "ru"}],
-        "crawl": {"timeout": "5s", "interval": "10m", "revisit": ["1s", "1h"], "jitter": 0,
-                  "concurrency_per_host": 1}}, {})
-    engine = make_engine(db_url)
-    with make_session_factory(engine).begin() as session:
-        sync_sources(session, [SourceRow(id="mfa", kind="feed", url=site.url(feed))], now=datetime.now(UTC))
-    engine.dispose()
-    crawl(config)
+    config = first_poll_one_at_a_time(site, feed, db_url)
     items, _, _, _ = state(db_url)
     wait_until(min(i.first_seen_at for i in items) + timedelta(seconds=1.5))
     started = time.monotonic()
