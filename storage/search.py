@@ -89,7 +89,7 @@ _WORD_HASHES: dict[str, int] = {}
 
 
 def word_hash(word: str) -> int:
-    """A word's 32-bit hash (unsigned), as the server's ``search_word_hash`` computes it."""
+    """A word's 32-bit hash (unsigned), as the server's ``search_pair_hash`` computes it."""
     known = _WORD_HASHES.get(word)
     if known is None:
         if len(_WORD_HASHES) >= _STEMS_MAX:
@@ -100,7 +100,11 @@ def word_hash(word: str) -> int:
 
 def pair_hash(first: str, second: str) -> int:
     """The int4 key of the pair "first second" in ``items_search.pairs``."""
-    value = (word_hash(first) * PAIR_MULTIPLIER + word_hash(second)) & _MASK
+    return _int4((word_hash(first) * PAIR_MULTIPLIER + word_hash(second)) & _MASK)
+
+
+def _int4(value: int) -> int:
+    """An unsigned 32-bit value as the signed int4 of the same bits."""
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
@@ -126,7 +130,7 @@ def pair_hashes(terms: str) -> list[int] | None:
         return None
     hashes = [word_hash(w) for w in words]
     pairs = {(a * PAIR_MULTIPLIER + b) & _MASK for a, b in zip(hashes, hashes[1:])}  # noqa: B905
-    return sorted(p - (1 << 32) if p >= 1 << 31 else p for p in pairs)
+    return sorted(map(_int4, pairs))
 
 
 def search_pairs(terms: str) -> str | None:

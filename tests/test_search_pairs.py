@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from storage.db import _alembic_config, make_engine, make_session_factory, upgrade
 from storage.import_prep import search_binary
@@ -148,13 +148,17 @@ def test_only_phrases_of_plain_words_are_narrowed() -> None:
     assert phrase_pairs(parse_query('"Қазақстан Республикасы" "foo_bar baz" -"мерам доверия"')) == []
 
 
-def test_the_migration_fills_the_pairs_of_an_existing_database(pg_url: str) -> None:
-    store(pg_url, "write path")
-    engine = make_engine(pg_url)
+def downgrade_to(engine: Engine, revision: str) -> None:
     with engine.begin() as connection:
         config = _alembic_config(engine)
         config.attributes["connection"] = connection
-        command.downgrade(config, "0007")
+        command.downgrade(config, revision)
+
+
+def test_the_migration_fills_the_pairs_of_an_existing_database(pg_url: str) -> None:
+    store(pg_url, "write path")
+    engine = make_engine(pg_url)
+    downgrade_to(engine, "0007")
     with engine.connect() as conn:
         columns = conn.execute(text("SELECT column_name FROM information_schema.columns "
                                     "WHERE table_name = 'items_search'")).scalars().all()
@@ -230,10 +234,7 @@ def test_a_hash_shared_by_two_pairs_only_widens_the_candidates(db_url: str) -> N
 def test_the_migration_hashes_the_text_pairs_of_a_database_of_0008(pg_url: str) -> None:
     store(pg_url, "import")
     engine = make_engine(pg_url)
-    with engine.begin() as connection:
-        config = _alembic_config(engine)
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0008_search_pairs")
+    downgrade_to(engine, "0008_search_pairs")
     column_type = ("SELECT data_type || ':' || udt_name FROM information_schema.columns "
                    "WHERE table_name = 'items_search' AND column_name = 'pairs'")
     with engine.connect() as conn:
